@@ -1,0 +1,2 @@
+from cni_bridge.main import main
+main()
