@@ -1,0 +1,338 @@
+"""ipMasq for the bridge plugin: source NAT, in nftables, for pod traffic leaving its subnet.
+
+What the reference bridge's ipMasq does per container address ("traffic from this address
+to anywhere but its own subnet and multicast is masqueraded"), kept in a table of our own,
+talked to through libnftables' JSON API (pip `nftables` over the system libnftables1).
+
+Layout (all in `table inet cni_bridge`):
+
+    chain postrouting  { type nat hook postrouting priority srcnat;
+                         ip saddr vmap @masq4; ip6 saddr vmap @masq6 }
+    map masq4          { type ipv4_addr : verdict }     # pod address : jump masq-<subnet>
+    map masq6          { type ipv6_addr : verdict }
+    chain masq-10.88.0.0_16 { ip daddr != 10.88.0.0/16 ip daddr != 224.0.0.0/4 masquerade }
+    chain masq-fd00___64    { ip6 daddr != fd00::/64 ip6 daddr != ff00::/8 masquerade }
+
+One attachment (network, container id, ifname) owns one map element per address; the
+element's comment is the attachment key, so DEL, CHECK and GC find elements without knowing
+the addresses. Per pod the kernel work is one element: no rule handles to track, and the
+cost does not grow with the host's ruleset.
+
+Rules that keep it cheap (see research/python-cost.md, section 6):
+- We never set the echo flag and never list the ruleset, only our own table.
+- One libnftables context lives for the whole process. Closing it after a transaction that
+  freed something waits for an RCU grace period; at process exit that wait has overlapped
+  the netlink work.
+- ADD sends the element alone first and falls back to the full, idempotent batch.
+
+Import rules: the bridge imports this module on every exec, so the top level imports only
+cni_bridge modules. `nftables` (it loads json and ctypes, ~6 ms) is imported on the first
+kernel call, i.e. only when ipMasq is on; socket and hashlib are imported where needed.
+Builders (`build_*`, `parse_*`, `attachment_key`, `subnet_chain`) are pure and run without
+root; the public functions below them do the I/O.
+"""
+
+from cni_bridge import errors, wire
+
+FAMILY = "inet"
+TABLE = "cni_bridge"
+BASE_CHAIN = "postrouting"
+MAP4 = "masq4"
+MAP6 = "masq6"
+# The nft parser rejects longer comments ("128 characters maximum allowed"), so a listing
+# with one could not be restored with `nft -f`. libnftables' JSON input does not check, and
+# past ~250 bytes it aborts the whole process ("Memory allocation failure").
+COMMENT_MAX = 128
+_HASH_LEN = 32  # hex digits of sha256: 128 bits
+_MISSING = "No such file or directory"  # libnftables' text for ENOENT: table, map or chain
+
+_T = {"family": FAMILY, "table": TABLE}
+
+
+# --- attachment keys (the element comments) ---------------------------------------------
+
+
+def attachment_key(network: str, container_id: str, ifname: str) -> str:
+    """The comment that marks an attachment's elements: `network/containerid/ifname`.
+
+    When that is longer than COMMENT_MAX, the id and ifname are replaced by a hash
+    (`network/#<hash>`), and the network too if it is very long (`#<hash>/#<hash>`); GC
+    recomputes the same forms from (network, id, ifname).
+    """
+    plain = f"{network}/{container_id}/{ifname}"
+    if len(plain.encode()) <= COMMENT_MAX:
+        return plain
+    digest = _sha(f"{network}\0{container_id}\0{ifname}")
+    return f"{_network_prefix(network)}#{digest}"
+
+
+def _network_prefix(network: str) -> str:
+    """What every key of `network` starts with, hashed or not."""
+    if len(network.encode()) + 2 + _HASH_LEN <= COMMENT_MAX:
+        return f"{network}/"
+    return f"#{_sha(network)}/"
+
+
+def _sha(text: str) -> str:
+    import hashlib  # only for names too long for a plain key
+
+    return hashlib.sha256(text.encode()).hexdigest()[:_HASH_LEN]
+
+
+def split_key(network: str, comment: str) -> tuple[str, str] | None:
+    """(container_id, ifname) of a key of `network`; ("", "") if hashed; None if not ours."""
+    prefix = _network_prefix(network)
+    if not comment.startswith(prefix):
+        return None
+    rest = comment[len(prefix):]
+    if rest.startswith("#"):
+        return ("", "")
+    container_id, sep, ifname = rest.rpartition("/")
+    return (container_id, ifname) if sep else None
+
+
+# --- subnets ----------------------------------------------------------------------------
+
+
+def subnet_of(address: str) -> tuple[int, str, int]:
+    """(4 or 6, network address, prefix length) of "10.88.0.5/16"; ValueError if malformed."""
+    import socket  # the bridge has it loaded already (netlink); ipaddress would cost ~1.5 ms
+
+    ip, sep, length = address.partition("/")
+    family, bits = (socket.AF_INET6, 128) if ":" in ip else (socket.AF_INET, 32)
+    try:
+        packed = socket.inet_pton(family, ip)
+        plen = int(length)
+    except (OSError, ValueError):
+        raise ValueError(f"not an address with prefix: {address!r}") from None
+    if not sep or not 0 <= plen <= bits:
+        raise ValueError(f"not an address with prefix: {address!r}")
+    value = int.from_bytes(packed, "big") & ~((1 << (bits - plen)) - 1)
+    network = socket.inet_ntop(family, value.to_bytes(bits // 8, "big"))
+    return (4 if bits == 32 else 6, network, plen)
+
+
+def subnet_chain(network_addr: str, plen: int) -> str:
+    """Chain name for a subnet: masq-10.88.0.0_16, masq-fd00___64 (':' is not allowed in
+    an nft identifier, so a listing stays loadable with `nft -f`)."""
+    return f"masq-{network_addr.replace(':', '_')}_{plen}"
+
+
+def _split(address: str) -> tuple[int, str, str, int]:
+    """(4 or 6, plain ip, network address, prefix length)."""
+    version, network_addr, plen = subnet_of(address)
+    return version, address.partition("/")[0], network_addr, plen
+
+
+# --- builders: lists of nft JSON commands ----------------------------------------------
+
+
+def _payload(version: int, field: str) -> dict:
+    return {"payload": {"protocol": "ip" if version == 4 else "ip6", "field": field}}
+
+
+def _not_in(version: int, addr: str, plen: int) -> dict:
+    return {"match": {"op": "!=", "left": _payload(version, "daddr"),
+                      "right": {"prefix": {"addr": addr, "len": plen}}}}
+
+
+def build_element_create(key: str, addresses: list[str]) -> list[dict]:
+    """The fast ADD: `create` the elements, which fails if the table, a map or the subnet
+    chain is missing (ENOENT) or the address is already in a map (EEXIST); either way the
+    caller falls back to build_full."""
+    return [{"create": _element(key, address)} for address in addresses]
+
+
+def build_full(key: str, addresses: list[str]) -> list[dict]:
+    """The whole structure plus the elements, idempotent, as one atomic batch.
+
+    `add chain` on an existing base chain is a no-op, so the base chain is flushed and its
+    two rules re-added: they can never be duplicated, also under concurrent ADDs (the kernel
+    serialises transactions). Each element is added, deleted and added again: a plain `add`
+    of an address already in the map keeps the old element and its old comment (a stale
+    owner), which would make a later DEL or GC act on the wrong attachment.
+    """
+    cmds = [
+        {"add": {"table": {"family": FAMILY, "name": TABLE}}},
+        {"add": {"map": {**_T, "name": MAP4, "type": "ipv4_addr", "map": "verdict"}}},
+        {"add": {"map": {**_T, "name": MAP6, "type": "ipv6_addr", "map": "verdict"}}},
+        {"add": {"chain": {**_T, "name": BASE_CHAIN, "type": "nat", "hook": "postrouting",
+                           "prio": 100, "policy": "accept"}}},
+        {"flush": {"chain": {**_T, "name": BASE_CHAIN}}},
+    ]
+    for version, name in ((4, MAP4), (6, MAP6)):
+        vmap = {"vmap": {"key": _payload(version, "saddr"), "data": f"@{name}"}}
+        cmds.append({"add": {"rule": {**_T, "chain": BASE_CHAIN, "expr": [vmap]}}})
+    done = set()
+    for address in addresses:
+        version, _, network_addr, plen = _split(address)
+        chain = subnet_chain(network_addr, plen)
+        if chain in done:
+            continue
+        done.add(chain)
+        multicast = ("224.0.0.0", 4) if version == 4 else ("ff00::", 8)
+        expr = [_not_in(version, network_addr, plen), _not_in(version, *multicast),
+                {"masquerade": None}]
+        cmds += [
+            {"add": {"chain": {**_T, "name": chain}}},
+            {"flush": {"chain": {**_T, "name": chain}}},
+            {"add": {"rule": {**_T, "chain": chain, "expr": expr}}},
+        ]
+    for address in addresses:
+        version, ip, _, _ = _split(address)
+        cmds += [
+            {"add": _element(key, address)},
+            {"delete": _element_key(version, ip)},
+            {"add": _element(key, address)},
+        ]
+    return cmds
+
+
+def build_delete(elements: list[tuple[str, str]]) -> list[dict]:
+    """Delete elements given as (map name, ip)."""
+    return [{"delete": {"element": {**_T, "name": name, "elem": [ip]}}} for name, ip in elements]
+
+
+def _element(key: str, address: str) -> dict:
+    version, ip, network_addr, plen = _split(address)
+    verdict = {"jump": {"target": subnet_chain(network_addr, plen)}}
+    name = MAP4 if version == 4 else MAP6
+    return {"element": {**_T, "name": name, "elem": [[{"elem": {"val": ip, "comment": key}}, verdict]]}}
+
+
+def _element_key(version: int, ip: str) -> dict:
+    return {"element": {**_T, "name": MAP4 if version == 4 else MAP6, "elem": [ip]}}
+
+
+def parse_elements(listing: dict) -> list[tuple[str, str, str]]:
+    """(map name, ip, comment) of every element of our maps in a `list` output."""
+    found = []
+    for item in listing.get("nftables", ()):
+        m = item.get("map")
+        if not m or m.get("table") != TABLE or m.get("name") not in (MAP4, MAP6):
+            continue
+        for elem in m.get("elem", ()):
+            key = elem[0] if isinstance(elem, list) else elem
+            inner = key.get("elem") if isinstance(key, dict) else None
+            if inner and isinstance(inner.get("val"), str):
+                found.append((m["name"], inner["val"], inner.get("comment", "")))
+    return found
+
+
+# --- executor ----------------------------------------------------------------------------
+
+_ctx = None  # the process's one libnftables context; see the module docstring
+
+
+def _nft():
+    global _ctx
+    if _ctx is None:
+        try:
+            import nftables
+
+            ctx = nftables.Nftables()
+        except (ImportError, OSError) as e:
+            raise errors.CNIError(errors.INTERNAL, "nftables: cannot load libnftables", str(e))
+        # libnftables 1.0.x reads JSON input only while JSON output is on; set it once
+        # instead of toggling it per call as json_cmd does.
+        ctx.set_json_output(True)
+        _ctx = ctx
+    return _ctx
+
+
+def _send(commands: list[dict]) -> tuple[int, bytes, str]:
+    """Send one atomic batch; return (rc, output, error text)."""
+    batch = {"nftables": [{"metainfo": {"json_schema_version": 1}}, *commands]}
+    rc, out, err = _nft().cmd(wire.dumps(batch))  # bytes in, bytes out
+    return rc, out or b"", (err or b"").decode(errors="replace").strip()
+
+
+def _execute(commands: list[dict], what: str) -> None:
+    rc, _, err = _send(commands)
+    if rc != 0:
+        raise errors.CNIError(errors.INTERNAL, f"nftables: {what}", err)
+
+
+def _list_elements() -> list[tuple[str, str, str]]:
+    """Our maps' elements; empty if the table is not there."""
+    # One `list table` (our table only): two `list map` commands in one batch fail in
+    # libnftables 1.0.6 (the cache is filtered for the first one only).
+    rc, out, err = _send([{"list": {"table": {"family": FAMILY, "name": TABLE}}}])
+    if rc != 0:
+        if _MISSING in err:
+            return []
+        raise errors.CNIError(errors.INTERNAL, "nftables: cannot list table inet cni_bridge", err)
+    return parse_elements(wire.loads(out))
+
+
+def _delete_matching(match) -> list[tuple[str, str, str]]:
+    """Delete the elements whose (map, ip, comment) satisfies `match`; return them.
+
+    A concurrent DEL or GC may delete one of them between our list and our batch, which
+    aborts the batch with ENOENT; listing again resolves it.
+    """
+    for attempt in range(3):
+        doomed = [e for e in _list_elements() if match(e)]
+        if not doomed:
+            return []
+        rc, _, err = _send(build_delete([(name, ip) for name, ip, _ in doomed]))
+        if rc == 0:
+            return doomed
+        if _MISSING not in err or attempt == 2:
+            raise errors.CNIError(errors.INTERNAL, "nftables: cannot delete masquerade elements", err)
+    return []
+
+
+# --- public API ----------------------------------------------------------------------------
+
+
+def add_masquerade(network: str, container_id: str, ifname: str, addresses: list[str]) -> None:
+    """Masquerade traffic from `addresses` ("10.88.0.5/16", "fd00::5/64") leaving their subnet."""
+    if not addresses:
+        return
+    key = attachment_key(network, container_id, ifname)
+    try:
+        fast = build_element_create(key, addresses)
+    except ValueError as e:
+        raise errors.CNIError(errors.INVALID_CONFIG, "nftables: bad container address", str(e))
+    rc, _, _ = _send(fast)
+    if rc != 0:
+        # Missing table/map/chain (first pod in this subnet) or a stale element for the
+        # address: the full batch repairs both; its error is the one worth reporting.
+        _execute(build_full(key, addresses), "cannot set up masquerade")
+
+
+def remove_masquerade(network: str, container_id: str, ifname: str) -> None:
+    """Remove the attachment's elements; no table or no element is success."""
+    key = attachment_key(network, container_id, ifname)
+    _delete_matching(lambda e: e[2] == key)
+
+
+def masquerade_addresses(network: str, container_id: str, ifname: str) -> list[str]:
+    """Plain IPs in our maps for this attachment (for CHECK)."""
+    key = attachment_key(network, container_id, ifname)
+    return [ip for _, ip, comment in _list_elements() if comment == key]
+
+
+def gc_masquerade(network: str, valid: set[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """Remove `network`'s elements whose (container_id, ifname) is not in `valid`.
+
+    Returns (ip, container_id, ifname) of what was removed; container_id and ifname are ""
+    for elements whose key was hashed (names too long for a plain key).
+    """
+    keep = {attachment_key(network, cid, ifname) for cid, ifname in valid}
+
+    def stale(e):
+        return split_key(network, e[2]) is not None and e[2] not in keep
+
+    return [(ip, *split_key(network, comment)) for _, ip, comment in _delete_matching(stale)]
+
+
+def check_usable() -> None:
+    """Raise CNIError unless libnftables loads and the kernel answers (for STATUS).
+
+    Lists only our base chain; "no such table" means usable (nothing set up yet).
+    """
+    rc, _, err = _send([{"list": {"chain": {**_T, "name": BASE_CHAIN}}}])
+    if rc != 0 and _MISSING not in err:
+        raise errors.CNIError(errors.INTERNAL, "nftables: kernel not usable", err)
