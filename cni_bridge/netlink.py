@@ -33,6 +33,7 @@ NLM_F_DUMP = _nl.NLM_F_DUMP
 NLM_F_CREATE = _nl.NLM_F_CREATE
 NLM_F_EXCL = _nl.NLM_F_EXCL
 NLM_F_REPLACE = _nl.NLM_F_REPLACE
+NLM_F_DUMP_INTR = 0x10
 NLM_F_CAPPED = 0x100
 NLM_F_ACK_TLVS = 0x200
 NLMSG_ERROR = _nl.NLMSG_ERROR
@@ -80,7 +81,15 @@ class NetlinkError(OSError):
 
 
 class Link:
-    """One network interface as RTM_NEWLINK reports it."""
+    """One network interface as RTM_NEWLINK reports it.
+
+    up: administratively up (IFF_UP); oper_up: IFLA_OPERSTATE is UP (carrier too).
+    promisc: promiscuity the user asked for, not the one a bridge port gets implicitly.
+    vlan_filtering/default_pvid: bridges only. slave_kind "bridge" marks a bridge port,
+    with hairpin/isolated/learning from its IFLA_INFO_SLAVE_DATA. peer_index: IFLA_LINK,
+    for a veth the peer's ifindex in the peer's netns, which link_netnsid names.
+    Fields the kernel did not report are None.
+    """
 
     __slots__ = (
         "index", "name", "kind", "mac", "mtu", "master", "up", "oper_up", "promisc",
@@ -114,8 +123,13 @@ class Address:
 
     @property
     def tentative(self) -> bool:
-        """IPv6 DAD still running (or failed): the address cannot be used yet."""
-        return bool(self.flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED))
+        """IPv6 DAD has not finished (or has failed): the address is not usable yet."""
+        return bool(self.flags & IFA_F_TENTATIVE)
+
+    @property
+    def dad_failed(self) -> bool:
+        """IPv6 DAD found a duplicate; the address stays tentative for good."""
+        return bool(self.flags & IFA_F_DADFAILED)
 
     def __repr__(self) -> str:
         return f"Address({self.index}, {self.cidr!r}, flags={self.flags:#x}, scope={self.scope})"
@@ -553,21 +567,34 @@ class RouteSocket:
         Every non-dump request carries NLM_F_ACK, so its answer ends with an NLMSG_ERROR
         (0 = success); a dump ends with NLMSG_DONE. Replies are decoded with msg's class.
         """
-        self._seq += 1
-        seq = self._seq
         dump = flags & NLM_F_DUMP == NLM_F_DUMP
         msg["header"] = {
             "type": mtype,
             "flags": NLM_F_REQUEST | flags | (0 if dump else NLM_F_ACK),
-            "sequence_number": seq,
+            "sequence_number": 0,
             "pid": 0,
         }
         msg.encode()
-        self._sock.send(msg.data)
-        cls = type(msg)
+        for _ in range(4):
+            replies, interrupted = self._exchange(msg.data, type(msg), op)
+            # NLM_F_DUMP_INTR: the table changed while the kernel was dumping it, so the
+            # answer may miss or repeat entries; ask again.
+            if not interrupted:
+                return replies
+        raise NetlinkError(4, op, "dump kept being interrupted")  # EINTR
+
+    def _exchange(self, data: bytearray, cls, op: str) -> tuple[list, bool]:
+        self._seq += 1
+        seq = self._seq
+        struct.pack_into("=I", data, 8, seq)  # nlmsg_seq
+        self._sock.send(data)
         replies = []
+        interrupted = False
         while True:
-            buf = self._sock.recv(65536)
+            # Dump batches are at most 32 KiB; a bigger single reply would be cut short.
+            buf, _, msg_flags, _ = self._sock.recvmsg(65536)
+            if msg_flags & socket.MSG_TRUNC:
+                raise NetlinkError(90, op, "reply larger than 64 KiB")  # EMSGSIZE
             offset = 0
             while offset + 16 <= len(buf):
                 length, rtype, rflags, rseq, _ = _HDR.unpack_from(buf, offset)
@@ -580,14 +607,15 @@ class RouteSocket:
                     err = -struct.unpack_from("=i", buf, offset + 16)[0]
                     if err:
                         raise NetlinkError(err, op, _extack(buf, offset, length, rflags))
-                    return replies
+                    return replies, interrupted
                 if rtype == NLMSG_DONE:
                     # A dump that failed midway reports the error in NLMSG_DONE's payload.
                     if length >= 20:
                         err = -struct.unpack_from("=i", buf, offset + 16)[0]
                         if err:
                             raise NetlinkError(err, op, _extack(buf, offset, length, rflags))
-                    return replies
+                    return replies, interrupted
+                interrupted |= bool(rflags & NLM_F_DUMP_INTR)
                 reply = cls(buf[offset : offset + length])
                 reply.decode()
                 replies.append(reply)
