@@ -443,6 +443,8 @@ def cmd_check(cmd_args: CmdArgs) -> None:
         for ip in prev.get("ips") or []:
             if ip["address"].split("/")[0] not in masqueraded:
                 raise _check_failed(f"no masquerade rule for {ip['address']}")
+    if conf.mac_spoof_check and not nft.mac_spoof_check_present(conf.network, cmd_args.container_id, cmd_args.ifname):
+        raise _check_failed("the MAC spoof check rules are missing")
 
 
 def _check_failed(what: str) -> CNIError:

@@ -26,13 +26,16 @@ Rules that keep it cheap (see research/python-cost.md, section 6):
 - ADD sends the element alone first and falls back to the full, idempotent batch.
 
 Import rules: the bridge imports this module on every exec, so the top level imports only
-cni_bridge modules. `nftables` (it loads json and ctypes, ~6 ms) is imported on the first
+cni_bridge.errors. `nftables` (it loads json and ctypes, ~6 ms) is imported on the first
 kernel call, i.e. only when ipMasq is on; socket and hashlib are imported where needed.
+JSON goes through the stdlib json that `nftables` has loaded anyway, not cni_bridge.wire:
+pydantic_core's first to_json imports decimal, uuid and platform (~4.5 ms), which DEL,
+which prints nothing, would otherwise pay only for us.
 Builders (`build_*`, `parse_*`, `attachment_key`, `subnet_chain`) are pure and run without
 root; the public functions below them do the I/O.
 """
 
-from cni_bridge import errors, wire
+from cni_bridge import errors
 
 FAMILY = "inet"
 TABLE = "cni_bridge"
@@ -197,7 +200,8 @@ def _element(key: str, address: str) -> dict:
     version, ip, network_addr, plen = _split(address)
     verdict = {"jump": {"target": subnet_chain(network_addr, plen)}}
     name = MAP4 if version == 4 else MAP6
-    return {"element": {**_T, "name": name, "elem": [[{"elem": {"val": ip, "comment": key}}, verdict]]}}
+    key_expr = {"elem": {"val": ip, "comment": key}}
+    return {"element": {**_T, "name": name, "elem": [[key_expr, verdict]]}}
 
 
 def _element_key(version: int, ip: str) -> dict:
@@ -212,22 +216,28 @@ def parse_elements(listing: dict) -> list[tuple[str, str, str]]:
         if not m or m.get("table") != TABLE or m.get("name") not in (MAP4, MAP6):
             continue
         for elem in m.get("elem", ()):
+            # [key, verdict]; the key is {"elem": {"val": ip, "comment": c}} when it has a
+            # comment and a bare ip string when not (not ours, but listed for completeness).
             key = elem[0] if isinstance(elem, list) else elem
-            inner = key.get("elem") if isinstance(key, dict) else None
-            if inner and isinstance(inner.get("val"), str):
-                found.append((m["name"], inner["val"], inner.get("comment", "")))
+            if isinstance(key, str):
+                found.append((m["name"], key, ""))
+            elif isinstance(key, dict) and isinstance(key.get("elem", {}).get("val"), str):
+                found.append((m["name"], key["elem"]["val"], key["elem"].get("comment", "")))
     return found
 
 
 # --- executor ----------------------------------------------------------------------------
 
 _ctx = None  # the process's one libnftables context; see the module docstring
+_json = None  # the json module, once `nftables` has imported it
 
 
 def _nft():
-    global _ctx
+    global _ctx, _json
     if _ctx is None:
         try:
+            import json
+
             import nftables
 
             ctx = nftables.Nftables()
@@ -236,14 +246,15 @@ def _nft():
         # libnftables 1.0.x reads JSON input only while JSON output is on; set it once
         # instead of toggling it per call as json_cmd does.
         ctx.set_json_output(True)
-        _ctx = ctx
+        _ctx, _json = ctx, json
     return _ctx
 
 
 def _send(commands: list[dict]) -> tuple[int, bytes, str]:
     """Send one atomic batch; return (rc, output, error text)."""
+    ctx = _nft()
     batch = {"nftables": [{"metainfo": {"json_schema_version": 1}}, *commands]}
-    rc, out, err = _nft().cmd(wire.dumps(batch))  # bytes in, bytes out
+    rc, out, err = ctx.cmd(_json.dumps(batch).encode())  # bytes in, bytes out
     return rc, out or b"", (err or b"").decode(errors="replace").strip()
 
 
@@ -262,7 +273,7 @@ def _list_elements() -> list[tuple[str, str, str]]:
         if _MISSING in err:
             return []
         raise errors.CNIError(errors.INTERNAL, "nftables: cannot list table inet cni_bridge", err)
-    return parse_elements(wire.loads(out))
+    return parse_elements(_json.loads(out))
 
 
 def _delete_matching(match) -> list[tuple[str, str, str]]:
@@ -271,16 +282,17 @@ def _delete_matching(match) -> list[tuple[str, str, str]]:
     A concurrent DEL or GC may delete one of them between our list and our batch, which
     aborts the batch with ENOENT; listing again resolves it.
     """
-    for attempt in range(3):
+    err = ""
+    for _ in range(3):
         doomed = [e for e in _list_elements() if match(e)]
         if not doomed:
             return []
         rc, _, err = _send(build_delete([(name, ip) for name, ip, _ in doomed]))
         if rc == 0:
             return doomed
-        if _MISSING not in err or attempt == 2:
-            raise errors.CNIError(errors.INTERNAL, "nftables: cannot delete masquerade elements", err)
-    return []
+        if _MISSING not in err:
+            break
+    raise errors.CNIError(errors.INTERNAL, "nftables: cannot delete masquerade elements", err)
 
 
 # --- public API ----------------------------------------------------------------------------
@@ -299,6 +311,10 @@ def add_masquerade(network: str, container_id: str, ifname: str, addresses: list
     if rc != 0:
         # Missing table/map/chain (first pod in this subnet) or a stale element for the
         # address: the full batch repairs both; its error is the one worth reporting.
+        # A missing table or map fails in libnftables; a missing chain or an existing
+        # element fails in the kernel, whose abort waits for an RCU grace period (8-18 ms),
+        # once per subnet. Guarding with a `list chain` in the same batch would avoid that
+        # but makes libnftables load the whole ruleset (45 ms with 5,000 foreign rules).
         _execute(build_full(key, addresses), "cannot set up masquerade")
 
 
@@ -336,3 +352,113 @@ def check_usable() -> None:
     rc, _, err = _send([{"list": {"chain": {**_T, "name": BASE_CHAIN}}}])
     if rc != 0 and _MISSING not in err:
         raise errors.CNIError(errors.INTERNAL, "nftables: kernel not usable", err)
+
+
+# --- macspoofchk: drop frames whose source MAC is not the container's ----------------------
+#
+#     table bridge cni_bridge {
+#         set spoof_ports   { type ifname; }                 # host veths under the check
+#         set spoof_allowed { type ether_addr . ifname; }    # container MAC . its host veth
+#         chain prerouting  { type filter hook prerouting priority -300;
+#                             iifname @spoof_ports ether saddr . iifname != @spoof_allowed drop }
+#     }
+#
+# The bridge family sees every frame a port receives before it is forwarded. As with
+# masquerade, an attachment owns its elements through their comment, and the rule is static.
+
+SPOOF_FAMILY = "bridge"
+SPOOF_CHAIN = "prerouting"
+SPOOF_PORTS = "spoof_ports"
+SPOOF_ALLOWED = "spoof_allowed"
+_S = {"family": SPOOF_FAMILY, "table": TABLE}
+
+
+def build_spoof_elements(key: str, host_ifname: str, mac: str) -> list[dict]:
+    return [
+        {"add": {"element": {**_S, "name": SPOOF_PORTS, "elem": [{"elem": {"val": host_ifname, "comment": key}}]}}},
+        {"add": {"element": {**_S, "name": SPOOF_ALLOWED, "elem": [
+            {"elem": {"val": {"concat": [mac, host_ifname]}, "comment": key}}]}}},
+    ]
+
+
+def build_spoof_full(key: str, host_ifname: str, mac: str) -> list[dict]:
+    """Everything the check needs; safe to send again (the chain is flushed and refilled)."""
+    source_and_port = {"concat": [{"payload": {"protocol": "ether", "field": "saddr"}}, {"meta": {"key": "iifname"}}]}
+    rule = [
+        {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": f"@{SPOOF_PORTS}"}},
+        {"match": {"op": "!=", "left": source_and_port, "right": f"@{SPOOF_ALLOWED}"}},
+        {"drop": None},
+    ]
+    return [
+        {"add": {"table": {"family": SPOOF_FAMILY, "name": TABLE}}},
+        {"add": {"set": {**_S, "name": SPOOF_PORTS, "type": "ifname"}}},
+        {"add": {"set": {**_S, "name": SPOOF_ALLOWED, "type": ["ether_addr", "ifname"]}}},
+        {"add": {"chain": {**_S, "name": SPOOF_CHAIN, "type": "filter", "hook": "prerouting",
+                           "prio": -300, "policy": "accept"}}},
+        {"flush": {"chain": {**_S, "name": SPOOF_CHAIN}}},
+        {"add": {"rule": {**_S, "chain": SPOOF_CHAIN, "expr": rule}}},
+        *build_spoof_elements(key, host_ifname, mac),
+    ]
+
+
+def parse_spoof_elements(listing: dict) -> list[tuple[str, object, str]]:
+    """(set name, value, comment) of every element of our two spoof-check sets."""
+    found = []
+    for item in listing.get("nftables", ()):
+        s = item.get("set")
+        if not s or s.get("table") != TABLE or s.get("name") not in (SPOOF_PORTS, SPOOF_ALLOWED):
+            continue
+        for elem in s.get("elem", ()):
+            if isinstance(elem, dict) and "elem" in elem:
+                found.append((s["name"], elem["elem"]["val"], elem["elem"].get("comment", "")))
+            else:
+                found.append((s["name"], elem, ""))
+    return found
+
+
+def _list_spoof_elements() -> list[tuple[str, object, str]]:
+    rc, out, err = _send([{"list": {"table": {"family": SPOOF_FAMILY, "name": TABLE}}}])
+    if rc != 0:
+        if _MISSING in err:
+            return []
+        raise errors.CNIError(errors.INTERNAL, "nftables: cannot list table bridge cni_bridge", err)
+    return parse_spoof_elements(_json.loads(out))
+
+
+def _delete_spoof_matching(match) -> list[tuple[str, object, str]]:
+    err = ""
+    for _ in range(3):
+        doomed = [e for e in _list_spoof_elements() if match(e)]
+        if not doomed:
+            return []
+        commands = [{"delete": {"element": {**_S, "name": name, "elem": [value]}}} for name, value, _ in doomed]
+        rc, _, err = _send(commands)
+        if rc == 0:
+            return doomed
+        if _MISSING not in err:
+            break
+    raise errors.CNIError(errors.INTERNAL, "nftables: cannot delete MAC spoof check elements", err)
+
+
+def add_mac_spoof_check(network: str, container_id: str, ifname: str, host_ifname: str, mac: str) -> None:
+    """Let frames into the bridge from `host_ifname` only with source MAC `mac`."""
+    key = attachment_key(network, container_id, ifname)
+    rc, _, _ = _send(build_spoof_elements(key, host_ifname, mac))
+    if rc != 0:  # the table is not there yet
+        _execute(build_spoof_full(key, host_ifname, mac), "cannot set up the MAC spoof check")
+
+
+def remove_mac_spoof_check(network: str, container_id: str, ifname: str) -> None:
+    key = attachment_key(network, container_id, ifname)
+    _delete_spoof_matching(lambda e: e[2] == key)
+
+
+def mac_spoof_check_present(network: str, container_id: str, ifname: str) -> bool:
+    key = attachment_key(network, container_id, ifname)
+    return any(comment == key for _, _, comment in _list_spoof_elements())
+
+
+def gc_mac_spoof_check(network: str, valid: set[tuple[str, str]]) -> int:
+    """Remove `network`'s spoof-check elements of attachments not in `valid`; return how many."""
+    keep = {attachment_key(network, cid, ifname) for cid, ifname in valid}
+    return len(_delete_spoof_matching(lambda e: split_key(network, e[2]) is not None and e[2] not in keep))
