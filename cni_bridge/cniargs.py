@@ -10,8 +10,9 @@ from cni_bridge.errors import CNIError, INVALID_ENVIRONMENT
 # The keys our plugins read: IP for host-local, MAC for bridge. Both plugins accept both,
 # because the bridge passes its environment on to IPAM unchanged.
 KNOWN_KEYS = frozenset({"IgnoreUnknown", "IP", "MAC"})
-_TRUE = ("1", "true", "True", "TRUE", "t", "T")
-_FALSE = ("0", "false", "False", "FALSE", "f", "F")
+# The reference's UnmarshallableBool: "1", "true", "0", "false", in any letter case.
+_TRUE = ("1", "true")
+_FALSE = ("0", "false")
 
 
 def parse_cni_args(raw: str) -> dict[str, str]:
@@ -25,9 +26,9 @@ def parse_cni_args(raw: str) -> dict[str, str]:
             raise CNIError(INVALID_ENVIRONMENT, "invalid CNI_ARGS", f"pair {item!r} is not KEY=VALUE")
         pairs[parts[0]] = parts[1]
 
-    ignore_unknown = pairs.get("IgnoreUnknown", "false")
+    ignore_unknown = pairs.get("IgnoreUnknown", "false").lower()
     if ignore_unknown not in _TRUE + _FALSE:
-        raise CNIError(INVALID_ENVIRONMENT, "invalid CNI_ARGS", f"IgnoreUnknown={ignore_unknown!r} is not a boolean")
+        raise CNIError(INVALID_ENVIRONMENT, "invalid CNI_ARGS", f"IgnoreUnknown={pairs['IgnoreUnknown']!r} is not a boolean")
     unknown = [key for key in pairs if key not in KNOWN_KEYS]
     if unknown and ignore_unknown not in _TRUE:
         raise CNIError(INVALID_ENVIRONMENT, "invalid CNI_ARGS", f"unknown keys {unknown} (set IgnoreUnknown=1 to allow)")

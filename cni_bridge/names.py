@@ -40,8 +40,9 @@ def check_interface_name(ifname: str) -> str:
     problem = None
     if not ifname:
         problem = "is empty"
-    elif len(ifname) > MAX_IFNAME_LENGTH:
-        problem = f"is longer than {MAX_IFNAME_LENGTH} characters"
+    elif len(ifname.encode("utf-8", "surrogateescape")) > MAX_IFNAME_LENGTH:
+        # The kernel's limit is in bytes, as libcni's len() counts them.
+        problem = f"is longer than {MAX_IFNAME_LENGTH} bytes"
     elif ifname in (".", ".."):
         problem = "is '.' or '..'"
     elif any(c in "/:" or c.isspace() for c in ifname):

@@ -62,8 +62,12 @@ def format_ip(family: int, value: int) -> str:
 def parse_cidr(text: str) -> tuple[tuple[int, int], int]:
     """'10.0.0.5/24' -> ((4, address), 24); raises ValueError."""
     address, slash, prefix_text = text.partition("/")
-    family, value = parse_ip(address)
-    if not slash or not prefix_text.isdigit() or int(prefix_text) > BITS[family]:
+    try:
+        family, value = parse_ip(address)
+    except ValueError:
+        raise ValueError(f"invalid CIDR {text!r}") from None
+    # isdigit() alone would take "²" and "٢٤" (and int() reads the latter as 24).
+    if not slash or not (prefix_text.isascii() and prefix_text.isdigit()) or int(prefix_text) > BITS[family]:
         raise ValueError(f"invalid CIDR {text!r}")
     return (family, value), int(prefix_text)
 

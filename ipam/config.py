@@ -53,12 +53,14 @@ def load_ipam_config(cmd_args) -> IPAMConfig:
     ipam = conf["ipam"]
     runtime = conf.get("runtimeConfig") or {}
 
-    # Where the ranges come from: the ipRanges capability replaces the configured ranges;
-    # the legacy top-level subnet form comes first, as in the reference.
-    raw_sets = runtime.get("ipRanges") or list(ipam.get("ranges") or [])
+    # Where the range sets come from, in the reference's order (the order names the
+    # last_reserved_ip.<N> files, so it must match): the ipRanges capability, then the
+    # legacy single-range form, then `ranges`.
+    raw_sets = list(ipam.get("ranges") or [])
     if ipam.get("subnet"):
         legacy = {k: ipam[k] for k in ("subnet", "rangeStart", "rangeEnd", "gateway") if k in ipam}
         raw_sets = [[legacy]] + raw_sets
+    raw_sets = list(runtime.get("ipRanges") or []) + raw_sets
     if not raw_sets:
         raise CNIError(INVALID_CONFIG, "invalid host-local config", "no IP ranges specified")
 
@@ -74,8 +76,12 @@ def load_ipam_config(cmd_args) -> IPAMConfig:
             )
 
     routes = [_check_route(route) for route in ipam.get("routes") or []]
-    dns = parse_resolv_conf(ipam["resolvConf"]) if ipam.get("resolvConf") else None
-    requested = _requested_addresses(conf, runtime, cmd_args.args, range_sets)
+    # Only ADD reports DNS and allocates. The runtime repeats ADD's config and CNI_ARGS on
+    # DEL: a resolvConf gone since, or a request that no longer fits the ranges (or never
+    # did), must not keep DEL from releasing the lease. The reference reads both in ADD only.
+    adding = cmd_args.command == "ADD"
+    dns = parse_resolv_conf(ipam["resolvConf"]) if adding and ipam.get("resolvConf") else None
+    requested = _requested_addresses(conf, runtime, cmd_args.args, range_sets) if adding else {}
     return IPAMConfig(range_sets, routes, ipam.get("dataDir") or DEFAULT_DATA_DIR, dns, requested)
 
 

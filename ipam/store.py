@@ -78,8 +78,10 @@ class Store:
         host-local versions that stored the container id alone."""
         try:
             entries = os.listdir(self.dir)
-        except FileNotFoundError:
-            return []
+        except (FileNotFoundError, NotADirectoryError):
+            return []  # nothing was ever leased here (a reader does not create the directory)
+        except OSError as err:
+            raise CNIError(IO_FAILURE, f"cannot read the lease directory {self.dir}", err.strerror) from None
         found = []
         for name in entries:
             if name == LOCK_NAME or name.startswith(LAST_RESERVED_PREFIX):
