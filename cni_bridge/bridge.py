@@ -214,6 +214,9 @@ def ensure_bridge(host: RouteSocket, conf: BridgeConf):
             # as containers come and go, which breaks the neighbours' ARP caches.
             host.set_link(bridge.index, mac=bridge.mac)
         except NetlinkError as err:
+            if err.errno == 95 and conf.vlan_filtering:  # EOPNOTSUPP for IFLA_BR_VLAN_FILTERING
+                raise CNIError(INTERNAL, f"failed to create bridge {conf.bridge} with VLAN filtering",
+                               f"vlan or vlanTrunk needs a kernel with CONFIG_BRIDGE_VLAN_FILTERING: {err}") from None
             if err.errno != 17:  # EEXIST: another ADD created it a moment ago
                 raise CNIError(INTERNAL, f"failed to create bridge {conf.bridge}", str(err)) from None
             bridge = host.get_link(name=conf.bridge)
@@ -306,13 +309,25 @@ def setup_gateway(host: RouteSocket, bridge, ips, conf: BridgeConf) -> None:
                                f"addresses {same_family}; set forceAddress to replace it")
             for cidr in same_family:
                 if _same_subnet(cidr, wanted):
-                    _netlink(f"remove {cidr} from {bridge.name}", host.delete_address, bridge.index, cidr)
-            _netlink(f"add {wanted} to {bridge.name}", host.add_address, bridge.index, wanted, nodad=not conf.enable_dad)
+                    _tolerate(99, f"remove {cidr} from {bridge.name}", host.delete_address, bridge.index, cidr)
+            _tolerate(17, f"add {wanted} to {bridge.name}", host.add_address, bridge.index, wanted,
+                      nodad=not conf.enable_dad)
         else:
-            _netlink(f"add {wanted} to {bridge.name}", host.add_address, bridge.index, wanted, nodad=not conf.enable_dad)
+            _tolerate(17, f"add {wanted} to {bridge.name}", host.add_address, bridge.index, wanted,
+                      nodad=not conf.enable_dad)
         key = "net/ipv4/ip_forward" if family == 4 else "net/ipv6/conf/all/forwarding"
         if read_sysctl(key) != "1":
             write_sysctl(key, "1")
+
+
+def _tolerate(errno: int, what: str, function, *args, **kwargs) -> None:
+    """A netlink change that a concurrent ADD on the same bridge may have made already:
+    EEXIST (17) for an address it added, EADDRNOTAVAIL (99) for one it removed."""
+    try:
+        function(*args, **kwargs)
+    except NetlinkError as err:
+        if err.errno != errno:
+            raise CNIError(INTERNAL, f"failed to {what}", str(err)) from None
 
 
 def _same_subnet(a: str, b: str) -> bool:
@@ -361,8 +376,12 @@ def remove_container_interface(cmd_args: CmdArgs, conf: BridgeConf) -> None:
     if cmd_args.netns:
         try:
             netns_fd = open_netns(cmd_args.netns)
-        except NetnsNotFound:
-            netns_fd = None  # the namespace is gone, and its veth end with it
+        except CNIError as err:
+            # Gone (NetnsNotFound), or a file that is no longer a netns: docker unmounts
+            # the namespace on `rm -f` but leaves the file. Either way its veth end went
+            # with it.
+            log(f"DEL: {err}; treating the namespace as gone")
+            netns_fd = None
         if netns_fd is not None:
             with RouteSocket.in_netns(netns_fd) as container:
                 link = container.get_link(name=cmd_args.ifname)
@@ -386,7 +405,12 @@ def remove_container_interface(cmd_args: CmdArgs, conf: BridgeConf) -> None:
                 continue
             link = host.get_link(name=name)
             if link is not None and link.kind == "veth" and link.mac == iface.get("mac"):
-                host.delete_link(link.index)
+                try:
+                    host.delete_link(link.index)
+                except NetlinkError as err:
+                    # ENODEV: the kernel's teardown of the container's netns took it meanwhile.
+                    if err.errno != 19:
+                        raise
 
 
 # ---- CHECK ---------------------------------------------------------------------------
