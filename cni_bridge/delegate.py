@@ -64,5 +64,5 @@ def _child_environment(environ) -> dict:
     elif getattr(sys, "frozen", False):
         env.pop("LD_LIBRARY_PATH", None)
     for key in [k for k in env if k.startswith("_PYI_")]:
-        del env[k]
+        del env[key]
     return env
