@@ -17,6 +17,8 @@ import subprocess
 import tarfile
 import time
 import urllib.request
+
+import pytest
 from ipaddress import ip_network
 from pathlib import Path
 
@@ -139,3 +141,29 @@ def http_get(url: str, tries: int = 20) -> str:
             last = err
             time.sleep(0.25)
     raise AssertionError(f"GET {url}: {last}")
+
+
+def _nft_tables() -> set[tuple[str, str]]:
+    listing = json.loads(sh("nft", "-j", "list", "tables").stdout or '{"nftables": []}')
+    return {(item["table"]["family"], item["table"]["name"]) for item in listing["nftables"] if "table" in item}
+
+
+FORWARDING = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def host_netfilter_restored():
+    """Put the host back as the module found it.
+
+    The runtimes under test plug containers into the real host netns, where our bridge
+    (table inet cni_bridge), the reference portmap and firewall (iptables-nft tables) create
+    nftables tables that outlive their last container, and isGateway turns on forwarding.
+    Tables that did not exist before the module are removed; forwarding is reset.
+    """
+    tables_before = _nft_tables()
+    forwarding_before = {path: Path(path).read_text() for path in FORWARDING}
+    yield
+    for family, name in sorted(_nft_tables() - tables_before):
+        subprocess.run(["nft", "delete", "table", family, name], check=False)
+    for path, value in forwarding_before.items():
+        Path(path).write_text(value)

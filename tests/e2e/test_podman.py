@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 import runtime_support as rs
+from runtime_support import host_netfilter_restored  # noqa: F401  (autouse: restores the host)
 from runtime_support import free_port, free_subnet, http_get, masq_elements, sh
 
 pytestmark = pytest.mark.e2e
