@@ -264,35 +264,44 @@ def _execute(commands: list[dict], what: str) -> None:
         raise errors.CNIError(errors.INTERNAL, f"nftables: {what}", err)
 
 
-def _list_elements() -> list[tuple[str, str, str]]:
-    """Our maps' elements; empty if the table is not there."""
+def _list_table(family: str) -> dict:
+    """The `list table <family> cni_bridge` output; an empty listing if there is no table."""
     # One `list table` (our table only): two `list map` commands in one batch fail in
     # libnftables 1.0.6 (the cache is filtered for the first one only).
-    rc, out, err = _send([{"list": {"table": {"family": FAMILY, "name": TABLE}}}])
+    rc, out, err = _send([{"list": {"table": {"family": family, "name": TABLE}}}])
     if rc != 0:
         if _MISSING in err:
-            return []
-        raise errors.CNIError(errors.INTERNAL, "nftables: cannot list table inet cni_bridge", err)
-    return parse_elements(_json.loads(out))
+            return {}
+        raise errors.CNIError(errors.INTERNAL, f"nftables: cannot list table {family} {TABLE}", err)
+    return _json.loads(out)
 
 
-def _delete_matching(match) -> list[tuple[str, str, str]]:
-    """Delete the elements whose (map, ip, comment) satisfies `match`; return them.
+def _list_elements() -> list[tuple[str, str, str]]:
+    """Our maps' elements: (map name, ip, comment)."""
+    return parse_elements(_list_table(FAMILY))
+
+
+def _delete_matching(list_elements, delete_commands, match) -> list:
+    """Delete the elements (as `list_elements` returns them) that satisfy `match`; return them.
 
     A concurrent DEL or GC may delete one of them between our list and our batch, which
     aborts the batch with ENOENT; listing again resolves it.
     """
     err = ""
     for _ in range(3):
-        doomed = [e for e in _list_elements() if match(e)]
+        doomed = [e for e in list_elements() if match(e)]
         if not doomed:
             return []
-        rc, _, err = _send(build_delete([(name, ip) for name, ip, _ in doomed]))
+        rc, _, err = _send(delete_commands(doomed))
         if rc == 0:
             return doomed
         if _MISSING not in err:
             break
-    raise errors.CNIError(errors.INTERNAL, "nftables: cannot delete masquerade elements", err)
+    raise errors.CNIError(errors.INTERNAL, "nftables: cannot delete elements", err)
+
+
+def _masq_delete_commands(doomed: list[tuple[str, str, str]]) -> list[dict]:
+    return build_delete([(name, ip) for name, ip, _ in doomed])
 
 
 # --- public API ----------------------------------------------------------------------------
@@ -321,7 +330,7 @@ def add_masquerade(network: str, container_id: str, ifname: str, addresses: list
 def remove_masquerade(network: str, container_id: str, ifname: str) -> None:
     """Remove the attachment's elements; no table or no element is success."""
     key = attachment_key(network, container_id, ifname)
-    _delete_matching(lambda e: e[2] == key)
+    _delete_matching(_list_elements, _masq_delete_commands, lambda e: e[2] == key)
 
 
 def masquerade_addresses(network: str, container_id: str, ifname: str) -> list[str]:
@@ -341,7 +350,8 @@ def gc_masquerade(network: str, valid: set[tuple[str, str]]) -> list[tuple[str, 
     def stale(e):
         return split_key(network, e[2]) is not None and e[2] not in keep
 
-    return [(ip, *split_key(network, comment)) for _, ip, comment in _delete_matching(stale)]
+    removed = _delete_matching(_list_elements, _masq_delete_commands, stale)
+    return [(ip, *split_key(network, comment)) for _, ip, comment in removed]
 
 
 def check_usable() -> None:
@@ -417,27 +427,11 @@ def parse_spoof_elements(listing: dict) -> list[tuple[str, object, str]]:
 
 
 def _list_spoof_elements() -> list[tuple[str, object, str]]:
-    rc, out, err = _send([{"list": {"table": {"family": SPOOF_FAMILY, "name": TABLE}}}])
-    if rc != 0:
-        if _MISSING in err:
-            return []
-        raise errors.CNIError(errors.INTERNAL, "nftables: cannot list table bridge cni_bridge", err)
-    return parse_spoof_elements(_json.loads(out))
+    return parse_spoof_elements(_list_table(SPOOF_FAMILY))
 
 
-def _delete_spoof_matching(match) -> list[tuple[str, object, str]]:
-    err = ""
-    for _ in range(3):
-        doomed = [e for e in _list_spoof_elements() if match(e)]
-        if not doomed:
-            return []
-        commands = [{"delete": {"element": {**_S, "name": name, "elem": [value]}}} for name, value, _ in doomed]
-        rc, _, err = _send(commands)
-        if rc == 0:
-            return doomed
-        if _MISSING not in err:
-            break
-    raise errors.CNIError(errors.INTERNAL, "nftables: cannot delete MAC spoof check elements", err)
+def _spoof_delete_commands(doomed: list[tuple[str, object, str]]) -> list[dict]:
+    return [{"delete": {"element": {**_S, "name": name, "elem": [value]}}} for name, value, _ in doomed]
 
 
 def add_mac_spoof_check(network: str, container_id: str, ifname: str, host_ifname: str, mac: str) -> None:
@@ -450,7 +444,7 @@ def add_mac_spoof_check(network: str, container_id: str, ifname: str, host_ifnam
 
 def remove_mac_spoof_check(network: str, container_id: str, ifname: str) -> None:
     key = attachment_key(network, container_id, ifname)
-    _delete_spoof_matching(lambda e: e[2] == key)
+    _delete_matching(_list_spoof_elements, _spoof_delete_commands, lambda e: e[2] == key)
 
 
 def mac_spoof_check_present(network: str, container_id: str, ifname: str) -> bool:
@@ -461,4 +455,7 @@ def mac_spoof_check_present(network: str, container_id: str, ifname: str) -> boo
 def gc_mac_spoof_check(network: str, valid: set[tuple[str, str]]) -> int:
     """Remove `network`'s spoof-check elements of attachments not in `valid`; return how many."""
     keep = {attachment_key(network, cid, ifname) for cid, ifname in valid}
-    return len(_delete_spoof_matching(lambda e: split_key(network, e[2]) is not None and e[2] not in keep))
+    def stale(e):
+        return split_key(network, e[2]) is not None and e[2] not in keep
+
+    return len(_delete_matching(_list_spoof_elements, _spoof_delete_commands, stale))
