@@ -455,6 +455,7 @@ def mac_spoof_check_present(network: str, container_id: str, ifname: str) -> boo
 def gc_mac_spoof_check(network: str, valid: set[tuple[str, str]]) -> int:
     """Remove `network`'s spoof-check elements of attachments not in `valid`; return how many."""
     keep = {attachment_key(network, cid, ifname) for cid, ifname in valid}
+
     def stale(e):
         return split_key(network, e[2]) is not None and e[2] not in keep
 
