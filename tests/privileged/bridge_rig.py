@@ -299,6 +299,17 @@ class Rig:
                     stream.close()
 
 
+def outside_namespace(rig: "Rig"):
+    """A namespace "outside" the host: 192.168.250.2, reached through the host's 192.168.250.1."""
+    o = rig.container("o")
+    rig.host.ip("link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", o.name)
+    rig.host.ip("addr", "add", "192.168.250.1/24", "dev", "up0")
+    rig.host.ip("link", "set", "up0", "up")
+    o.ip("addr", "add", "192.168.250.2/24", "dev", "eth0")
+    o.ip("link", "set", "eth0", "up")
+    return o
+
+
 def wait_until(predicate, what: str, limit: float = 10.0) -> None:
     """Poll for kernel work that completes asynchronously (netns teardown); the limit is
     a safety net, not an assertion about speed."""

@@ -4,7 +4,7 @@ state the option produces with iproute2, nft, iptables-save and traffic.
 
 import pytest
 
-from bridge_rig import NETWORK, SUBNET4, SUBNET6, bin_dir, make_rig, netns_prefix, rig, run  # noqa: F401
+from bridge_rig import NETWORK, outside_namespace, SUBNET4, SUBNET6, bin_dir, make_rig, netns_prefix, rig, run  # noqa: F401
 
 pytestmark = pytest.mark.privileged
 
@@ -119,16 +119,6 @@ def test_force_address(rig, force):
 # ---- ipMasq -------------------------------------------------------------------------------
 
 
-def _outside(rig):
-    """A namespace "outside" the host: 192.168.250.2, reached through the host's 192.168.250.1."""
-    o = rig.container("o")
-    rig.host.ip("link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", o.name)
-    rig.host.ip("addr", "add", "192.168.250.1/24", "dev", "up0")
-    rig.host.ip("link", "set", "up0", "up")
-    o.ip("addr", "add", "192.168.250.2/24", "dev", "eth0")
-    o.ip("link", "set", "eth0", "up")
-    return o
-
 
 @pytest.mark.parametrize("masq", ["nftables", "iptables", None], ids=["ipMasq", "ipMasqBackend-iptables", "no-ipMasq"])
 def test_ip_masq(rig, masq):
@@ -138,7 +128,7 @@ def test_ip_masq(rig, masq):
     conf = rig.conf(isDefaultGateway=True, **options)
     c = rig.container()
     result = rig.add(conf, c)
-    o = _outside(rig)
+    o = outside_namespace(rig)
     if masq:
         assert rig.nft_elements() == {("masq4", "10.99.0.2", f"{NETWORK}/ctr1/eth0")}
         # Traffic leaving the subnet arrives from the host's address...

@@ -12,7 +12,7 @@ import copy
 
 import pytest
 
-from bridge_rig import NETWORK, REFERENCE_DIR, SUBNET4, SUBNET6, bin_dir, make_rig, netns_prefix, rig, run  # noqa: F401
+from bridge_rig import NETWORK, outside_namespace, REFERENCE_DIR, SUBNET4, SUBNET6, bin_dir, make_rig, netns_prefix, rig, run  # noqa: F401
 
 pytestmark = pytest.mark.privileged
 
@@ -159,15 +159,6 @@ def test_reference_host_local_refusing_our_version_fails_cleanly(rig):
 # ---- a chain: our bridge, reference portmap, firewall, tuning -----------------------------------
 
 
-def _outside(rig):
-    o = rig.container("o")
-    rig.host.ip("link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", o.name)
-    rig.host.ip("addr", "add", "192.168.250.1/24", "dev", "up0")
-    rig.host.ip("link", "set", "up0", "up")
-    o.ip("addr", "add", "192.168.250.2/24", "dev", "eth0")
-    o.ip("link", "set", "eth0", "up")
-    return o
-
 
 def _plugin_conf(plugin: dict, cni_version: str, runtime_config: dict, prev_result: dict | None) -> dict:
     """What libcni sends one plugin of a conflist: its section, the list's name and version,
@@ -194,7 +185,7 @@ def test_chain_bridge_portmap_firewall_tuning(rig):
     ]
     runtime_config = {"portMappings": [{"hostPort": 18080, "containerPort": 8080, "protocol": "tcp"}]}
     c = rig.container()
-    o = _outside(rig)
+    o = outside_namespace(rig)
 
     def call(plugin, command, prev):
         conf = _plugin_conf(plugin, cni_version, runtime_config, prev)
