@@ -148,6 +148,7 @@ def _nft_tables() -> set[tuple[str, str]]:
     return {(item["table"]["family"], item["table"]["name"]) for item in listing["nftables"] if "table" in item}
 
 
+LIBCNI_DIRS = (Path("/var/lib/cni/results"), Path("/var/lib/cni"))
 FORWARDING = ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
 
 
@@ -158,11 +159,18 @@ def host_netfilter_restored():
     The runtimes under test plug containers into the real host netns, where our bridge
     (table inet cni_bridge), the reference portmap and firewall (iptables-nft tables) create
     nftables tables that outlive their last container, and isGateway turns on forwarding.
-    Tables that did not exist before the module are removed; forwarding is reset.
+    Tables that did not exist before the module are removed; forwarding is reset. podman's
+    libcni also makes its result cache directory, which goes too if it was not there.
     """
     tables_before = _nft_tables()
     forwarding_before = {path: Path(path).read_text() for path in FORWARDING}
+    new_dirs = [d for d in LIBCNI_DIRS if not d.exists()]
     yield
+    for directory in new_dirs:  # deepest first; only if the runtime left them empty
+        try:
+            directory.rmdir()
+        except OSError:
+            pass
     for family, name in sorted(_nft_tables() - tables_before):
         subprocess.run(["nft", "delete", "table", family, name], check=False)
     for path, value in forwarding_before.items():
