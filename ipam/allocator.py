@@ -1,8 +1,8 @@
 """Address allocation: round robin through a range set, as the reference host-local does,
 so that a node switching between the two plugins keeps the same order."""
 
-from cni_bridge.errors import CNIError, INTERNAL
-from ipam.addr import format_ip, parse_ip
+from cni_bridge.cni.errors import CNIError, INTERNAL
+from cni_bridge.cni.addr import format_ip, parse_ip
 from ipam.config import Range, range_set_str
 from ipam.store import Store
 

@@ -1,10 +1,11 @@
 """host-local's configuration: range sets, routes, DNS and requested addresses, parsed and
 checked in full before anything touches the disk."""
 
-from cni_bridge import _schemas, version
-from cni_bridge.config import validate_conf
-from cni_bridge.errors import CNIError, INVALID_CONFIG, IO_FAILURE
-from ipam.addr import BITS, Network, format_ip, parse_cidr, parse_ip, parse_network
+from cni_bridge import _schemas
+from cni_bridge.cni import version
+from cni_bridge.cni.schema import validate_conf
+from cni_bridge.cni.errors import CNIError, INVALID_CONFIG, IO_FAILURE
+from cni_bridge.cni.addr import BITS, Network, format_ip, parse_cidr, parse_ip, parse_network
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 

@@ -6,9 +6,9 @@ process instead of paying for a second process start. This module must not impor
 pyroute2, nftables or the bridge: host-local starts on every pod.
 """
 
-from cni_bridge.errors import CNIError, INTERNAL, INVALID_CONFIG, NOT_AVAILABLE
-from cni_bridge.skel import CmdArgs, Plugin
-from ipam.addr import format_ip
+from cni_bridge.cni.errors import CNIError, INTERNAL, INVALID_CONFIG, NOT_AVAILABLE
+from cni_bridge.cni.skel import CmdArgs, Plugin
+from cni_bridge.cni.addr import format_ip
 from ipam.allocator import allocate, free_address_exists
 from ipam.config import load_ipam_config, range_set_str
 from ipam.store import Store

@@ -12,7 +12,7 @@ read and write these files the same way and exclude each other through the same 
 import fcntl
 import os
 
-from cni_bridge.errors import CNIError, IO_FAILURE
+from cni_bridge.cni.errors import CNIError, IO_FAILURE
 
 LINE_BREAK = "\r\n"
 LAST_RESERVED_PREFIX = "last_reserved_ip."

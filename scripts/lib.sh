@@ -28,3 +28,11 @@ ensure_venv() {
         "$PY" -m pip install -q -e "$ROOT[dev]"
     fi
 }
+
+# plugin_names: the plugins we ship, from the one list in cni_bridge/main.py.
+# main.py imports only os and sys, so any python3 can read it, venv or not.
+plugin_names() {
+    local py=$PY
+    [ -x "$py" ] || py=python3
+    PYTHONPATH="$ROOT" "$py" -S -c 'from cni_bridge.main import PLUGINS; print(*PLUGINS)'
+}

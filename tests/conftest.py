@@ -5,10 +5,8 @@ from pathlib import Path
 
 import pytest
 
-# Re-exported for test files that import them from here; new code imports plugin_runner.
-from plugin_runner import (  # noqa: F401
-    REFERENCE_HOST_LOCAL, PluginRun, built_bin_dir, cni_env, exec_plugin, finish_plugin, host_local_conf,
-    lease_files, start_plugin, write_wrappers,
+from plugin_runner import (
+    REFERENCE_HOST_LOCAL, PluginRun, built_bin_dir, cni_env, exec_plugin, host_local_conf, lease_files, plugin_bin_dir,
 )
 
 
@@ -21,8 +19,8 @@ def pytest_report_header(config):
 
 @pytest.fixture(scope="session")
 def plugin_dir(tmp_path_factory) -> Path:
-    """A directory holding the executables `bridge` and `host-local`."""
-    return built_bin_dir() or write_wrappers(tmp_path_factory.mktemp("plugins"))
+    """A directory holding our plugin executables."""
+    return plugin_bin_dir(tmp_path_factory.mktemp("plugins"))
 
 
 @pytest.fixture
@@ -61,7 +59,7 @@ def make_conf(data_dir):
 @pytest.fixture
 def host_local_in_process():
     """host_local_in_process(command, conf, **env) -> PluginRun, through skel.dispatch."""
-    from cni_bridge import skel
+    from cni_bridge.cni import skel
     from ipam.host_local import PLUGIN
 
     def run(command, conf, **env_kw) -> PluginRun:

@@ -5,37 +5,56 @@ module of its own because `from conftest import ...` is ambiguous once tests/pri
 conftest is loaded too.
 
 The plugin executables are $CNI_BRIDGE_BIN/<name> if that is set, else build/bin/<name>
-if scripts/build has run, else shell wrappers around the source tree (so the e2e tier runs
-before a build). CNI_BRIDGE_BIN=source forces the wrappers: a build/bin older than the
-tree would otherwise test yesterday's code.
+if scripts/build has run since the sources last changed, else shell wrappers around the
+source tree (so the tiers run before a build). CNI_BRIDGE_BIN=source forces the wrappers.
+This is the one place that decides; every tier's fixtures ask it.
 """
 
 import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
+
+from cni_bridge.main import PLUGINS
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = ROOT / ".venv" / "bin" / "python"
 REFERENCE_HOST_LOCAL = Path("/usr/lib/cni/host-local")
-PLUGINS = ("bridge", "host-local")
 
 
 def built_bin_dir() -> Path | None:
-    """Where built executables are, or None to use the source-tree wrappers."""
+    """Where built executables are, or None to use the source-tree wrappers.
+
+    build/bin counts only when it is newer than every source file: an old build would
+    test yesterday's code (a warning says so, so that scripts/build is not forgotten).
+    """
     chosen = os.environ.get("CNI_BRIDGE_BIN")
     if chosen == "source":
         return None
     if chosen:
         return Path(chosen)
-    if (ROOT / "build" / "bin" / "host-local").exists():
-        return ROOT / "build" / "bin"
-    return None
+    exe = ROOT / "build" / "bin" / ".cni-bridge" / "cni-bridge"
+    if not exe.exists():
+        return None
+    if exe.stat().st_mtime < _newest_source_mtime():
+        warnings.warn("build/bin is older than the sources: testing the source tree (run scripts/build)")
+        return None
+    return ROOT / "build" / "bin"
+
+
+def _newest_source_mtime() -> float:
+    return max(path.stat().st_mtime for package in ("cni_bridge", "ipam") for path in (ROOT / package).rglob("*.py"))
+
+
+def plugin_bin_dir(scratch: Path) -> Path:
+    """A directory with every plugin we ship: built ones, or wrappers written into scratch."""
+    return built_bin_dir() or write_wrappers(scratch)
 
 
 def write_wrappers(directory: Path) -> Path:
-    """Shell scripts `bridge` and `host-local` that run cni_bridge.main from the tree."""
+    """A shell script per plugin (bridge, host-local, ...) that runs cni_bridge.main from the tree."""
     python = PYTHON if PYTHON.exists() else Path(sys.executable)
     for name in PLUGINS:
         script = directory / name

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import lease_files
+from plugin_runner import lease_files
 
 pytestmark = pytest.mark.e2e
 

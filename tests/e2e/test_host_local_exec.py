@@ -1,11 +1,10 @@
 """The host-local executable as a runtime runs it: environment and stdin in, exit code and
 JSON out, leases in a temporary dataDir."""
 
-import os
 
 import pytest
 
-from cni_bridge import version
+from cni_bridge.cni import version
 from plugin_runner import finish_plugin, host_local_conf, start_plugin
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import exec_plugin, lease_files
+from plugin_runner import exec_plugin, lease_files
 
 pytestmark = pytest.mark.e2e
 

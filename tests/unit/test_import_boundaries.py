@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FORBIDDEN = ["pyroute2", "nftables", "pydantic", "json", "re", "ipaddress", "subprocess", "asyncio", "cni_bridge.bridge",
-             "cni_bridge.netlink", "cni_bridge.nft", "cni_bridge.netns", "cni_bridge.models"]
+FORBIDDEN = ["pyroute2", "nftables", "pydantic", "json", "re", "ipaddress", "subprocess", "asyncio", "cni_bridge.plugins.bridge",
+             "cni_bridge.kernel.netlink", "cni_bridge.nft.table", "cni_bridge.kernel.netns", "cni_bridge.models"]
 
 CHILD = r"""
 import os, sys
 before = set(sys.modules)
-from cni_bridge import skel
+from cni_bridge.cni import skel
 from ipam.host_local import PLUGIN
 env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/x", "CNI_IFNAME": "eth0",
        "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAME=p;IP=10.0.0.9"}

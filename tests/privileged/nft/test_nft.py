@@ -1,0 +1,414 @@
+"""cni_bridge.nft.table against a real kernel, inside throwaway network namespaces (nftt-*).
+
+Each operation runs the way the plugin runs it: a fresh Python process (one libnftables
+context, closed at exit), started with `ip netns exec`, so the host's nftables are never
+touched. Results are checked with the independent `nft -j` CLI; the traffic test checks
+what a listener outside sees as the pod's source address.
+"""
+
+import json
+import os
+import secrets
+import select
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = [
+    pytest.mark.privileged,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.skipif(shutil.which("nft") is None, reason="needs the nft CLI"),
+]
+
+TIMEOUT = 20  # seconds, for every command we run
+
+# Runs one cni_bridge.nft.table function: argv = function name, JSON list of arguments.
+RUNNER = """
+import json, sys
+from cni_bridge.nft import table as nft
+from cni_bridge.cni import errors
+name, args = sys.argv[1], json.loads(sys.argv[2])
+if name == "gc_masquerade":
+    args[1] = {tuple(pair) for pair in args[1]}
+try:
+    result = getattr(nft, name)(*args)
+except errors.CNIError as e:
+    print(json.dumps({"code": e.code, "msg": e.msg, "details": e.details}))
+    sys.exit(1)
+print(json.dumps(result))
+"""
+
+
+def sh(*cmd, check=True, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=TIMEOUT, **kw)
+
+
+@pytest.fixture
+def make_ns():
+    """Factory for named namespaces nftt-<role>-<random>; all deleted at teardown."""
+    made = []
+
+    def make(role):
+        name = f"nftt-{role}-{secrets.token_hex(3)}"
+        sh("ip", "netns", "add", name)
+        made.append(name)
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+        return name
+
+    yield make
+    for name in reversed(made):
+        sh("ip", "netns", "del", name, check=False)
+
+
+@pytest.fixture
+def ns(make_ns):
+    return make_ns("h")
+
+
+def call(ns, name, *args, user=None):
+    """Run nft.<name>(*args) in a new process inside `ns`; return its JSON result."""
+    cmd = ["ip", "netns", "exec", ns]
+    if user is not None:
+        cmd += ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
+    res = sh(*cmd, sys.executable, "-c", RUNNER, name, json.dumps(list(args)), check=False)
+    if res.returncode != 0:
+        raise CallFailed(res.stdout + res.stderr)
+    return json.loads(res.stdout)
+
+
+class CallFailed(Exception):
+    pass
+
+
+def table(ns):
+    """`nft -j list table inet cni_bridge`, summarised; None if there is no table."""
+    res = sh("ip", "netns", "exec", ns, "nft", "-j", "list", "table", "inet", "cni_bridge", check=False)
+    if res.returncode != 0:
+        assert "No such file or directory" in res.stderr, res.stderr
+        return None
+    chains, rules, maps = {}, {}, {}
+    for item in json.loads(res.stdout)["nftables"]:
+        if "chain" in item:
+            c = item["chain"]
+            chains[c["name"]] = {k: c[k] for k in ("type", "hook", "prio") if k in c}
+            rules.setdefault(c["name"], [])
+        elif "rule" in item:
+            rules.setdefault(item["rule"]["chain"], []).append(item["rule"]["expr"])
+        elif "map" in item:
+            m = item["map"]
+            elems = {}
+            for key, verdict in m.get("elem", []):
+                if isinstance(key, dict):
+                    ip, comment = key["elem"]["val"], key["elem"].get("comment")
+                else:  # an element without a comment
+                    ip, comment = key, None
+                elems[ip] = (comment, verdict["jump"]["target"])
+            maps[m["name"]] = (m["type"], m["map"], elems)
+    return {"chains": chains, "rules": rules, "maps": maps}
+
+
+def elements(ns):
+    t = table(ns)
+    return {} if t is None else {**t["maps"]["masq4"][2], **t["maps"]["masq6"][2]}
+
+
+VMAP4 = [{"vmap": {"key": {"payload": {"protocol": "ip", "field": "saddr"}}, "data": "@masq4"}}]
+VMAP6 = [{"vmap": {"key": {"payload": {"protocol": "ip6", "field": "saddr"}}, "data": "@masq6"}}]
+
+
+def subnet_rule(proto, addr, plen, maddr, mlen):
+    def ne(a, n):
+        return {"match": {"op": "!=", "left": {"payload": {"protocol": proto, "field": "daddr"}},
+                          "right": {"prefix": {"addr": a, "len": n}}}}
+    return [ne(addr, plen), ne(maddr, mlen), {"masquerade": None}]
+
+
+# --- structure ------------------------------------------------------------------------------
+
+
+def test_first_add_creates_everything(ns):
+    call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16"])
+    t = table(ns)
+    assert t["chains"] == {
+        "postrouting": {"type": "nat", "hook": "postrouting", "prio": 100},
+        "masq-10.88.0.0_16": {},
+    }
+    assert t["rules"]["postrouting"] == [VMAP4, VMAP6]
+    assert t["rules"]["masq-10.88.0.0_16"] == [subnet_rule("ip", "10.88.0.0", 16, "224.0.0.0", 4)]
+    assert t["maps"] == {
+        "masq4": ("ipv4_addr", "verdict", {"10.88.0.5": ("net/c1/eth0", "masq-10.88.0.0_16")}),
+        "masq6": ("ipv6_addr", "verdict", {}),
+    }
+
+
+def test_more_adds_add_elements_only(ns):
+    call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16"])
+    before = table(ns)
+    call(ns, "add_masquerade", "net", "c2", "eth0", ["10.88.0.6/16"])
+    after = table(ns)
+    assert after["chains"] == before["chains"]
+    assert after["rules"] == before["rules"]  # base-chain rules not duplicated
+    assert elements(ns) == {
+        "10.88.0.5": ("net/c1/eth0", "masq-10.88.0.0_16"),
+        "10.88.0.6": ("net/c2/eth0", "masq-10.88.0.0_16"),
+    }
+
+    # A second subnet gets its own chain; the base chain still has its two rules.
+    call(ns, "add_masquerade", "net2", "c3", "eth0", ["10.89.1.7/24"])
+    t = table(ns)
+    assert t["rules"]["postrouting"] == [VMAP4, VMAP6]
+    assert t["rules"]["masq-10.88.0.0_16"] == [subnet_rule("ip", "10.88.0.0", 16, "224.0.0.0", 4)]
+    assert t["rules"]["masq-10.89.1.0_24"] == [subnet_rule("ip", "10.89.1.0", 24, "224.0.0.0", 4)]
+    assert elements(ns)["10.89.1.7"] == ("net2/c3/eth0", "masq-10.89.1.0_24")
+
+
+def test_repeated_add_is_idempotent(ns):
+    for _ in range(2):
+        call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16", "fd00::5/64"])
+    t = table(ns)
+    assert t["rules"]["postrouting"] == [VMAP4, VMAP6]
+    assert all(len(r) == 1 for name, r in t["rules"].items() if name != "postrouting")
+    assert set(elements(ns)) == {"10.88.0.5", "fd00::5"}
+
+
+def test_add_takes_over_a_stale_element(ns):
+    # An address left behind by a dead attachment and handed out again: the new owner's
+    # comment must replace the old one (a plain `add element` would keep the old comment).
+    call(ns, "add_masquerade", "net", "dead", "eth0", ["10.88.0.5/16"])
+    call(ns, "add_masquerade", "net", "new", "eth0", ["10.88.0.5/16"])
+    assert elements(ns) == {"10.88.0.5": ("net/new/eth0", "masq-10.88.0.0_16")}
+    assert call(ns, "gc_masquerade", "net", [["new", "eth0"]]) == []
+    call(ns, "remove_masquerade", "net", "dead", "eth0")
+    assert set(elements(ns)) == {"10.88.0.5"}
+
+
+def test_ipv6(ns):
+    call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16", "fd00::5/64"])
+    call(ns, "add_masquerade", "net", "c2", "eth0", ["2001:db8:1:2::9/56"])
+    t = table(ns)
+    assert t["rules"]["masq-fd00___64"] == [subnet_rule("ip6", "fd00::", 64, "ff00::", 8)]
+    assert t["rules"]["masq-2001_db8_1___56"] == [subnet_rule("ip6", "2001:db8:1::", 56, "ff00::", 8)]
+    assert t["maps"]["masq6"][2] == {
+        "fd00::5": ("net/c1/eth0", "masq-fd00___64"),
+        "2001:db8:1:2::9": ("net/c2/eth0", "masq-2001_db8_1___56"),
+    }
+    assert call(ns, "masquerade_addresses", "net", "c1", "eth0") == ["10.88.0.5", "fd00::5"]
+    call(ns, "remove_masquerade", "net", "c1", "eth0")
+    assert set(elements(ns)) == {"2001:db8:1:2::9"}
+
+
+def test_listing_reloads_with_nft_f(ns):
+    """Our names and comments stay valid nft syntax: a saved ruleset restores."""
+    call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16", "fd00::5/64"])
+    call(ns, "add_masquerade", "net", "y" * 150, "eth0", ["10.88.0.6/16"])  # hashed key
+    saved = sh("ip", "netns", "exec", ns, "nft", "list", "ruleset").stdout
+    before = table(ns)
+    sh("ip", "netns", "exec", ns, "nft", "flush", "ruleset")
+    sh("ip", "netns", "exec", ns, "nft", "-f", "-", input=saved)
+    assert table(ns) == before
+
+
+# --- DEL, CHECK, GC -----------------------------------------------------------------------------
+
+
+def test_del_removes_only_that_attachment(ns):
+    call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16", "fd00::5/64"])
+    call(ns, "add_masquerade", "net", "c1", "eth1", ["10.88.0.6/16"])
+    call(ns, "add_masquerade", "net", "c2", "eth0", ["10.88.0.7/16"])
+    call(ns, "add_masquerade", "other", "c1", "eth0", ["10.90.0.5/16"])
+    call(ns, "remove_masquerade", "net", "c1", "eth0")
+    assert elements(ns) == {
+        "10.88.0.6": ("net/c1/eth1", "masq-10.88.0.0_16"),
+        "10.88.0.7": ("net/c2/eth0", "masq-10.88.0.0_16"),
+        "10.90.0.5": ("other/c1/eth0", "masq-10.90.0.0_16"),
+    }
+    t = table(ns)
+    assert t["rules"]["postrouting"] == [VMAP4, VMAP6]
+    # DEL twice is success and changes nothing.
+    call(ns, "remove_masquerade", "net", "c1", "eth0")
+    assert table(ns) == t
+
+
+def test_del_and_check_without_table(ns):
+    assert call(ns, "remove_masquerade", "net", "c1", "eth0") is None
+    assert call(ns, "masquerade_addresses", "net", "c1", "eth0") == []
+    assert call(ns, "gc_masquerade", "net", []) == []
+    assert table(ns) is None  # none of them created anything
+
+
+def test_del_with_table_but_foreign_element_without_comment(ns):
+    call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16"])
+    sh("ip", "netns", "exec", ns, "nft", "add", "element", "inet", "cni_bridge", "masq4",
+       "{ 10.88.0.99 : jump masq-10.88.0.0_16 }")
+    call(ns, "remove_masquerade", "net", "c1", "eth0")
+    assert elements(ns) == {"10.88.0.99": (None, "masq-10.88.0.0_16")}
+
+
+def test_masquerade_addresses(ns):
+    call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16", "fd00::5/64"])
+    call(ns, "add_masquerade", "net", "c2", "eth0", ["10.88.0.6/16"])
+    assert call(ns, "masquerade_addresses", "net", "c1", "eth0") == ["10.88.0.5", "fd00::5"]
+    assert call(ns, "masquerade_addresses", "net", "c2", "eth0") == ["10.88.0.6"]
+    assert call(ns, "masquerade_addresses", "net", "c3", "eth0") == []
+
+
+def test_gc_with_partial_valid_list(ns):
+    long_id = "x" * 150  # hashed key
+    call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16", "fd00::5/64"])
+    call(ns, "add_masquerade", "net", "c2", "eth0", ["10.88.0.6/16"])
+    call(ns, "add_masquerade", "net", "c3", "eth0", ["10.88.0.7/16"])
+    call(ns, "add_masquerade", "net", long_id, "eth0", ["10.88.0.8/16"])
+    call(ns, "add_masquerade", "net", "gone-long" + long_id, "eth0", ["10.88.0.9/16"])
+    call(ns, "add_masquerade", "other", "c2", "eth0", ["10.90.0.6/16"])
+
+    removed = call(ns, "gc_masquerade", "net", [["c1", "eth0"], ["c3", "eth1"], [long_id, "eth0"]])
+    assert sorted(map(tuple, removed)) == [("10.88.0.6", "c2", "eth0"), ("10.88.0.7", "c3", "eth0"),
+                                           ("10.88.0.9", "", "")]
+    assert set(elements(ns)) == {"10.88.0.5", "fd00::5", "10.88.0.8", "10.90.0.6"}
+    # A second GC with the same list finds nothing more.
+    assert call(ns, "gc_masquerade", "net", [["c1", "eth0"], ["c3", "eth1"], [long_id, "eth0"]]) == []
+    assert table(ns)["rules"]["postrouting"] == [VMAP4, VMAP6]
+
+
+def test_concurrent_adds_and_dels(ns):
+    """Many processes at once: every element lands, base-chain rules stay at two."""
+    def spawn(name, *args):
+        return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", RUNNER, name,
+                                 json.dumps(list(args))], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    procs = [spawn("add_masquerade", "net", f"c{i}", "eth0", [f"10.{88 + i % 3}.0.{i + 2}/16"])
+             for i in range(12)]
+    for p in procs:
+        _, err = p.communicate(timeout=TIMEOUT)
+        assert p.returncode == 0, err
+    assert len(elements(ns)) == 12
+    assert table(ns)["rules"]["postrouting"] == [VMAP4, VMAP6]
+    procs = [spawn("remove_masquerade", "net", f"c{i}", "eth0") for i in range(12)]
+    procs += [spawn("remove_masquerade", "net", f"c{i}", "eth0") for i in range(0, 12, 3)]  # DEL twice
+    for p in procs:
+        _, err = p.communicate(timeout=TIMEOUT)
+        assert p.returncode == 0, err
+    assert elements(ns) == {}
+
+
+# --- STATUS and errors ---------------------------------------------------------------------------
+
+
+def test_check_usable(ns):
+    assert call(ns, "check_usable") is None  # no table yet
+    call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16"])
+    assert call(ns, "check_usable") is None
+
+
+def test_check_usable_without_privileges(ns):
+    with pytest.raises(CallFailed) as e:
+        call(ns, "check_usable", user=65534)
+    err = json.loads(e.value.args[0].splitlines()[0])
+    assert err["code"] == 999 and err["msg"].startswith("nftables")
+    assert "Operation not permitted" in err["details"]
+
+
+def test_bad_address_is_a_cni_error(ns):
+    with pytest.raises(CallFailed) as e:
+        call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5"])
+    assert json.loads(e.value.args[0].splitlines()[0])["code"] == 7
+    assert table(ns) is None
+
+
+# --- traffic -----------------------------------------------------------------------------------
+
+LISTENER = """
+import socket, sys
+s = socket.socket(socket.AF_INET6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", 8080)); s.listen(16)
+print("ready", flush=True)
+while True:
+    c, peer = s.accept()
+    host = peer[0].removeprefix("::ffff:")
+    print(host, flush=True)
+    c.sendall(b"ok"); c.close()
+"""
+
+CONNECT = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], 8080), timeout=5)
+assert s.recv(2) == b"ok"
+"""
+
+
+@pytest.fixture
+def topology(make_ns):
+    """pod (10.88.0.5/16, fd00::5/64) -- host -- outside (192.0.2.2/24, 2001:db8:2::2/64).
+
+    The outside has routes back to the pod subnets, so connections work either way and
+    what it sees as the peer address shows whether the host masqueraded.
+    """
+    host, pod, out = make_ns("h"), make_ns("p"), make_ns("o")
+
+    def ip(ns, *args):
+        sh("ip", "-n", ns, *args)
+
+    ip(host, "link", "add", "vpod", "type", "veth", "peer", "name", "eth0", "netns", pod)
+    ip(host, "link", "add", "vout", "type", "veth", "peer", "name", "eth0", "netns", out)
+    for ns, dev, addrs in ((host, "vpod", ["10.88.0.1/16", "fd00::1/64"]),
+                           (host, "vout", ["192.0.2.1/24", "2001:db8:2::1/64"]),
+                           (pod, "eth0", ["10.88.0.5/16", "fd00::5/64"]),
+                           (out, "eth0", ["192.0.2.2/24", "2001:db8:2::2/64"])):
+        for addr in addrs:
+            ip(ns, "addr", "add", addr, "dev", dev, "nodad")
+        ip(ns, "link", "set", dev, "up")
+    ip(pod, "route", "add", "default", "via", "10.88.0.1")
+    ip(pod, "-6", "route", "add", "default", "via", "fd00::1")
+    ip(out, "route", "add", "10.88.0.0/16", "via", "192.0.2.1")
+    ip(out, "-6", "route", "add", "fd00::/64", "via", "2001:db8:2::1")
+    sh("ip", "netns", "exec", host, "sysctl", "-qw",
+       "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+
+    listener = subprocess.Popen(["ip", "netns", "exec", out, sys.executable, "-c", LISTENER],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _readline(listener) == "ready"
+        yield host, pod, listener
+    finally:
+        listener.kill()  # the one process we started here, by its handle
+        listener.wait(timeout=TIMEOUT)
+
+
+def _readline(proc, timeout=10.0):
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, "listener said nothing"
+    return proc.stdout.readline().strip()
+
+
+def _seen_source(pod, listener, dest):
+    """Connect from the pod to `dest`; return the source address the outside saw."""
+    deadline = time.monotonic() + 10
+    while True:  # the first packets may race the veths coming up
+        res = sh("ip", "netns", "exec", pod, sys.executable, "-c", CONNECT, dest, check=False)
+        if res.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert res.returncode == 0, res.stderr
+    return _readline(listener)
+
+
+def test_traffic_is_masqueraded_only_while_added(topology):
+    host, pod, listener = topology
+    assert _seen_source(pod, listener, "192.0.2.2") == "10.88.0.5"
+    assert _seen_source(pod, listener, "2001:db8:2::2") == "fd00::5"
+
+    call(host, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16", "fd00::5/64"])
+    assert _seen_source(pod, listener, "192.0.2.2") == "192.0.2.1"
+    assert _seen_source(pod, listener, "2001:db8:2::2") == "2001:db8:2::1"
+    conntrack = sh("ip", "netns", "exec", host, "conntrack", "-L", "-p", "tcp", "--dport", "8080",
+                   check=False)
+    assert "src=10.88.0.5 dst=192.0.2.2" in conntrack.stdout and "dst=192.0.2.1" in conntrack.stdout
+
+    call(host, "remove_masquerade", "net", "c1", "eth0")
+    assert _seen_source(pod, listener, "192.0.2.2") == "10.88.0.5"
+    assert _seen_source(pod, listener, "2001:db8:2::2") == "fd00::5"
