@@ -7,7 +7,7 @@ pyroute2, nftables or the bridge: host-local starts on every pod.
 """
 
 from cni_bridge.cni.errors import CNIError, INTERNAL, INVALID_CONFIG, NOT_AVAILABLE
-from cni_bridge.cni.skel import CmdArgs, Plugin
+from cni_bridge.cni.skel import CmdArgs, Plugin, valid_attachments
 from cni_bridge.cni.addr import format_ip
 from ipam.allocator import allocate, free_address_exists
 from ipam.config import load_ipam_config, range_set_str
@@ -59,16 +59,6 @@ def cmd_check(cmd_args: CmdArgs) -> None:
                 f"host-local: no address leased to container {cmd_args.container_id} interface {cmd_args.ifname}",
                 f"no lease in {store.dir}",
             )
-
-
-def valid_attachments(conf: dict) -> set[tuple[str, str]] | None:
-    """The GC key; libcni sends both spellings (the 1.1.0 spec text had the second)."""
-    attachments = conf.get("cni.dev/valid-attachments")
-    if attachments is None:
-        attachments = conf.get("cni.dev/attachments")
-    if attachments is None:
-        return None
-    return {(a["containerID"], a["ifname"]) for a in attachments}
 
 
 def cmd_gc(cmd_args: CmdArgs) -> None:

@@ -48,11 +48,35 @@ class CmdArgs:
         self.cni_version: str = cni_version
         self.network_name: str = network_name
 
+    def prev_result(self) -> dict | None:
+        """The config's prevResult in the 1.1 shape, or None when the runtime sent none."""
+        prev = self.conf.get("prevResult")
+        return version.upgrade_result(prev, self.cni_version) if prev else None
+
+
+def valid_attachments(conf: dict) -> set[tuple[str, str]] | None:
+    """GC's (container id, ifname) pairs; libcni sends both spellings (the 1.1.0 spec text
+    had the second). None when the config carries neither."""
+    attachments = conf.get("cni.dev/valid-attachments")
+    if attachments is None:
+        attachments = conf.get("cni.dev/attachments")
+    if attachments is None:
+        return None
+    return {(a["containerID"], a["ifname"]) for a in attachments}
+
+
+def _nothing_to_do(cmd_args: "CmdArgs") -> None:
+    return None
+
 
 class Plugin:
-    """A plugin: its command functions. ADD returns a 1.1-shaped result; the others None."""
+    """A plugin: its command functions. ADD returns a 1.1-shaped result; the others None.
 
-    def __init__(self, about, add, delete, check, gc, status):
+    CHECK, GC and STATUS are optional: a plugin without state to check, collect or report
+    succeeds at them, as the spec allows.
+    """
+
+    def __init__(self, about, add, delete, check=_nothing_to_do, gc=_nothing_to_do, status=_nothing_to_do):
         self.about = about
         self.functions = {"ADD": add, "DEL": delete, "CHECK": check, "GC": gc, "STATUS": status}
 

@@ -460,3 +460,12 @@ def gc_mac_spoof_check(network: str, valid: set[tuple[str, str]]) -> int:
         return split_key(network, e[2]) is not None and e[2] not in keep
 
     return len(_delete_matching(_list_spoof_elements, _spoof_delete_commands, stale))
+
+
+def attachment_keys_present() -> set[str]:
+    """Every attachment key that owns something in our tables (masquerade, MAC spoof check):
+    what `cni-bridge ls` compares with attachment_key(network, container id, ifname)."""
+    keys = {comment for _, _, comment in _list_elements()}
+    keys |= {comment for _, _, comment in _list_spoof_elements()}
+    keys.discard("")
+    return keys

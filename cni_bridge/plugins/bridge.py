@@ -15,7 +15,7 @@ from cni_bridge.cni.schema import validate_conf
 from cni_bridge.cni.errors import CNIError, INTERNAL, INVALID_CONFIG, NOT_AVAILABLE
 from cni_bridge.kernel.netlink import NetlinkError, RouteSocket
 from cni_bridge.kernel.netns import open_netns, read_sysctl, write_sysctl
-from cni_bridge.cni.skel import CmdArgs, Plugin, log
+from cni_bridge.cni.skel import CmdArgs, Plugin, log, valid_attachments
 
 DEFAULT_BRIDGE = "cni0"
 AF_INET, AF_INET6 = 2, 10
@@ -482,8 +482,6 @@ def _check_failed(what: str) -> CNIError:
 
 def cmd_gc(cmd_args: CmdArgs) -> None:
     """Release leases and masquerade rules of attachments the runtime no longer lists."""
-    from ipam.host_local import valid_attachments
-
     conf = BridgeConf(cmd_args)
     valid = valid_attachments(cmd_args.conf)
     if valid is None:
