@@ -14,6 +14,7 @@ PLUGINS = {
     "bridge": "cni_bridge.plugins.bridge",
     "host-local": "ipam.host_local",
 }
+IPAM_PLUGINS = {"host-local"}  # the rest are main or meta plugins: never an IPAM type
 
 
 def plugin_for(program: str) -> str | None:

@@ -23,7 +23,7 @@ ensure_venv() {
     if [ ! -x "$PY" ]; then
         python3 -m venv "$VENV"
     fi
-    if ! "$PY" -c "import cni_bridge, pydantic, pyroute2, nftables, pytest, PyInstaller" 2>/dev/null; then
+    if ! "$PY" -c "import cni_bridge, pydantic, pyroute2, pytest, PyInstaller" 2>/dev/null; then
         "$PY" -m pip install -q --upgrade pip
         "$PY" -m pip install -q -e "$ROOT[dev]"
     fi

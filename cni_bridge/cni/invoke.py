@@ -3,6 +3,10 @@
 The delegate gets the same stdin and environment we got, with CNI_COMMAND set to the
 command we need; its stderr goes to ours. subprocess is imported here only, so only the
 configs that name a foreign IPAM type pay for it.
+
+A delegate may itself be one of ours again (through a foreign plugin that runs its own
+delegate, or a config that names the wrong type): the environment carries how deep the
+delegation is, and we refuse to go further than one level.
 """
 
 import os
@@ -10,6 +14,18 @@ import sys
 
 from cni_bridge.cni import version, wire
 from cni_bridge.cni.errors import CNIError, DECODE_FAILURE, INTERNAL, INVALID_CONFIG
+from cni_bridge.main import IPAM_PLUGINS, plugin_for
+
+DEPTH_VARIABLE = "CNI_BRIDGE_DELEGATION_DEPTH"
+MAX_DEPTH = 1
+
+
+def check_ipam_type(name: str) -> None:
+    """An IPAM type that names one of our main or meta plugins would run that plugin as its
+    own IPAM (a bridge exec'ing a bridge, without end): refuse it."""
+    ours = plugin_for(name)
+    if ours is not None and ours not in IPAM_PLUGINS:
+        raise CNIError(INVALID_CONFIG, "invalid IPAM type", f"{name!r} is a {ours} plugin, not an IPAM plugin")
 
 
 def find_plugin(name: str, path: list[str]) -> str | None:
@@ -30,8 +46,13 @@ def exec_plugin(executable: str, command: str, cmd_args) -> dict | None:
     """
     import subprocess
 
+    depth = _depth(cmd_args.environ)
+    if depth >= MAX_DEPTH:
+        raise CNIError(INVALID_CONFIG, f"refusing to run {os.path.basename(executable)}",
+                       f"we were started as a delegate ({DEPTH_VARIABLE}={depth}); delegates do not nest")
     env = _child_environment(cmd_args.environ)
     env["CNI_COMMAND"] = command
+    env[DEPTH_VARIABLE] = str(depth + 1)
     try:
         proc = subprocess.run([executable], input=cmd_args.stdin, env=env, stdout=subprocess.PIPE)
     except OSError as err:
@@ -52,6 +73,11 @@ def exec_plugin(executable: str, command: str, cmd_args) -> dict | None:
     except ValueError as err:
         raise CNIError(DECODE_FAILURE, f"cannot decode the result of {executable}", str(err)) from None
     return version.upgrade_result(result, cmd_args.cni_version)
+
+
+def _depth(environ) -> int:
+    value = environ.get(DEPTH_VARIABLE, "0")
+    return int(value) if value.isdigit() else MAX_DEPTH  # a mangled marker: do not delegate
 
 
 def _child_environment(environ) -> dict:

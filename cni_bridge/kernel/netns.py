@@ -1,4 +1,4 @@
-"""Network namespaces: open one by path, run code inside it, write its sysctls.
+"""Network namespaces: open one by path, run code inside it.
 
 The plugin never moves the whole process: `entered()` switches only the calling thread
 (setns(2) acts per thread), and always switches it back. Python 3.11 has no os.setns, so
@@ -108,39 +108,3 @@ class entered:
             os._exit(1)
         finally:
             os.close(self._orig)
-
-
-def write_sysctl(key: str, value: str, netns_fd: int | None = None) -> None:
-    """Write /proc/sys/<key> (key like "net/ipv6/conf/eth0/accept_dad"), in netns_fd if given.
-
-    /proc/sys/net shows the netns of the thread that opens it. Raises OSError.
-    """
-    if netns_fd is None:
-        _write("/proc/sys/" + key, value)
-    else:
-        with entered(netns_fd):
-            _write("/proc/sys/" + key, value)
-
-
-def read_sysctl(key: str, netns_fd: int | None = None) -> str:
-    """Read /proc/sys/<key> without its trailing newline, in netns_fd if given. Raises OSError."""
-    if netns_fd is None:
-        return _read("/proc/sys/" + key)
-    with entered(netns_fd):
-        return _read("/proc/sys/" + key)
-
-
-def _write(path: str, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
-
-
-def _read(path: str) -> str:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return os.read(fd, 4096).decode().strip()
-    finally:
-        os.close(fd)

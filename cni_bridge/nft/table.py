@@ -1,58 +1,115 @@
-"""ipMasq for the bridge plugin: source NAT, in nftables, for pod traffic leaving its subnet.
+"""Our nftables tables: the one owner of everything the plugins keep in nftables.
 
-What the reference bridge's ipMasq does per container address ("traffic from this address
-to anywhere but its own subnet and multicast is masqueraded"), kept in a table of our own,
-talked to through libnftables' JSON API (pip `nftables` over the system libnftables1).
+Each feature (nft/masq.py, nft/spoof.py, nft/portmap.py) describes its part as pure data:
+a Layout (its chains, sets and rules as libnftables JSON, and the comment tags a healthy
+copy of its rules carries) and Elements (set and map members, each owned by one
+attachment through its comment). This module applies them:
 
-Layout (all in `table inet cni_bridge`):
+- A layout is written with libnftables, in one transaction: a missing chain is created
+  with its rules, a present one flushed and refilled. It is idempotent, repairs a flushed
+  or half-deleted layout, and never leaves a moment in which the rules are missing for
+  containers already running. It only adds where it can: re-adding a chain that exists,
+  or flushing one that holds rules, makes the kernel free objects, and the process then
+  waits for an RCU grace period at exit.
+- Elements go as raw nfnetlink batches (kernel/nfnl.py), as do the reads: the per-pod work
+  then costs two round trips and no libnftables at all.
+- ADD checks the layout (a dump of our table's rules, compared with the tags) and adds the
+  elements in one atomic step: the element batch names the ruleset generation the check
+  saw, and the kernel refuses it (ERESTART) if anything changed in between. A layout that
+  is missing or damaged is written anew first; a table that was lost altogether gets back
+  the elements of the attachments that still exist (the feature says which).
+- DEL looks its elements up by key and checks their owner, so it never lists a set, and
+  removes a chain no element jumps to any more (the kernel refuses to delete a chain that
+  is still referenced, which makes that safe against a concurrent ADD).
 
-    chain postrouting  { type nat hook postrouting priority srcnat;
-                         ip saddr vmap @masq4; ip6 saddr vmap @masq6 }
-    map masq4          { type ipv4_addr : verdict }     # pod address : jump masq-<subnet>
-    map masq6          { type ipv6_addr : verdict }
-    chain masq-10.88.0.0_16 { ip daddr != 10.88.0.0/16 ip daddr != 224.0.0.0/4 masquerade }
-    chain masq-fd00___64    { ip6 daddr != fd00::/64 ip6 daddr != ff00::/8 masquerade }
+Ownership and ordering: an attachment (network, container id, ifname) owns its elements
+through their comment, `attachment_key`. A DEL removes its elements before the attachment's
+address is released, so an address is never leased to a new container while an element
+still names the old one; GC and DEL can therefore trust the comment.
 
-One attachment (network, container id, ifname) owns one map element per address; the
-element's comment is the attachment key, so DEL, CHECK and GC find elements without knowing
-the addresses. Per pod the kernel work is one element: no rule handles to track, and the
-cost does not grow with the host's ruleset.
+Both sockets live until the process exits: closing an nfnetlink socket after a change that
+freed kernel objects waits for an RCU grace period, and at exit that wait has overlapped
+the rest of the work. We never ask libnftables to echo, and never list the whole ruleset.
 
-Rules that keep it cheap (see research/python-cost.md, section 6):
-- We never set the echo flag and never list the ruleset, only our own table.
-- One libnftables context lives for the whole process. Closing it after a transaction that
-  freed something waits for an RCU grace period; at process exit that wait has overlapped
-  the netlink work.
-- ADD sends the element alone first and falls back to the full, idempotent batch.
-
-Import rules: the bridge imports this module on every exec, so the top level imports only
-cni_bridge.errors. `nftables` (it loads json and ctypes, ~6 ms) is imported on the first
-kernel call, i.e. only when ipMasq is on; socket and hashlib are imported where needed.
-JSON goes through the stdlib json that `nftables` has loaded anyway, not cni_bridge.cni.wire:
-pydantic_core's first to_json imports decimal, uuid and platform (~4.5 ms), which DEL,
-which prints nothing, would otherwise pay only for us.
-Builders (`build_*`, `parse_*`, `attachment_key`, `subnet_chain`) are pure and run without
-root; the public functions below them do the I/O.
+Imports: the protocol layer and kernel/netlink + kernel/nfnl; ctypes only when a layout
+has to be written (libnftables).
 """
 
-from cni_bridge.cni import errors
+import os
+import sys
 
-FAMILY = "inet"
+from cni_bridge.cni import errors, wire
+from cni_bridge.kernel import nfnl
+from cni_bridge.kernel.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NetlinkError, NetlinkSocket
+
 TABLE = "cni_bridge"
-BASE_CHAIN = "postrouting"
-MAP4 = "masq4"
-MAP6 = "masq6"
+FAMILIES = {"inet": nfnl.NFPROTO_INET, "bridge": nfnl.NFPROTO_BRIDGE}
 # The nft parser rejects longer comments ("128 characters maximum allowed"), so a listing
-# with one could not be restored with `nft -f`. libnftables' JSON input does not check, and
-# past ~250 bytes it aborts the whole process ("Memory allocation failure").
+# with one could not be restored with `nft -f`; libnftables' JSON input does not check.
 COMMENT_MAX = 128
 _HASH_LEN = 32  # hex digits of sha256: 128 bits
-_MISSING = "No such file or directory"  # libnftables' text for ENOENT: table, map or chain
+ENOENT, EEXIST, EBUSY, ENODATA, ERESTART = 2, 17, 16, 61, 85
+_TRIES = 8  # check-and-add attempts before the layout is simply written again
 
-_T = {"family": FAMILY, "table": TABLE}
+
+class Layout:
+    """A feature's chains, sets and rules in one of our tables, as libnftables JSON objects.
+
+    objects: the table and the sets and maps ("add" of one that exists changes nothing).
+    chains: chain name -> its chain object (with type, hook and priority for a base chain).
+    rules: chain name -> [(tag, rule object)], in order; every rule's comment is its tag,
+    and a chain whose rules' tags differ from these is damaged.
+    """
+
+    def __init__(self, family: str, objects: list[dict], chains: dict[str, dict],
+                 rules: dict[str, list[tuple[str, dict]]]):
+        self.family = family
+        self.objects = objects
+        self.chains = chains
+        self.rules = rules
+
+    def tags(self, chain: str) -> list[str]:
+        return [tag for tag, _ in self.rules.get(chain, [])]
+
+    def commands(self, existing_chains: set[str]) -> list[dict]:
+        """One transaction writing the whole layout: create the missing chains, flush and
+        refill the others (a flush of an empty chain frees nothing)."""
+        commands = [{"add": {kind: body}} for item in self.objects for kind, body in item.items()]
+        for name, chain in self.chains.items():
+            if name in existing_chains:
+                commands.append({"flush": {"chain": {"family": self.family, "table": TABLE, "name": name}}})
+            else:  # create, not add: two ADDs repairing at once must not both fill it
+                commands.append({"create": {"chain": chain}})
+        for name, rules in self.rules.items():
+            commands += [{"add": {"rule": {**rule, "comment": tag}}} for tag, rule in rules]
+        return commands
 
 
-# --- attachment keys (the element comments) ---------------------------------------------
+class Element:
+    """A member of one of our sets or maps: key (and an interval's end) and data as the
+    kernel stores them, and the owner's comment."""
+
+    __slots__ = ("set", "key", "key_end", "data", "comment")
+
+    def __init__(self, set_name: str, key: bytes, data=None, comment: str = "", key_end: bytes | None = None):
+        self.set = set_name
+        self.key = key
+        self.key_end = key_end
+        self.data = data  # None, bytes, or ("jump", chain) in a verdict map
+        self.comment = comment
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Element) and all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    def __repr__(self) -> str:
+        return f"Element({self.set!r}, {self.key.hex()}, {self.data!r}, {self.comment!r})"
+
+    def attrs(self, with_data: bool = True) -> list:
+        return nfnl.element_attrs(self.key, self.key_end, self.data if with_data else None,
+                                  self.comment if with_data else None)
+
+
+# ---- attachment keys (the element comments) --------------------------------------------
 
 
 def attachment_key(network: str, container_id: str, ifname: str) -> str:
@@ -94,378 +151,354 @@ def split_key(network: str, comment: str) -> tuple[str, str] | None:
     return (container_id, ifname) if sep else None
 
 
-# --- subnets ----------------------------------------------------------------------------
+def stale_keys(network: str, comments, valid: set[tuple[str, str]]) -> set[str]:
+    """Which of `comments` belong to `network` but to no attachment in `valid` (for GC)."""
+    keep = {attachment_key(network, cid, ifname) for cid, ifname in valid}
+    return {c for c in comments if split_key(network, c) is not None and c not in keep}
 
 
-def subnet_of(address: str) -> tuple[int, str, int]:
-    """(4 or 6, network address, prefix length) of "10.88.0.5/16"; ValueError if malformed."""
-    import socket  # the bridge has it loaded already (netlink); ipaddress would cost ~1.5 ms
-
-    ip, sep, length = address.partition("/")
-    family, bits = (socket.AF_INET6, 128) if ":" in ip else (socket.AF_INET, 32)
-    try:
-        packed = socket.inet_pton(family, ip)
-        plen = int(length)
-    except (OSError, ValueError):
-        raise ValueError(f"not an address with prefix: {address!r}") from None
-    if not sep or not 0 <= plen <= bits:
-        raise ValueError(f"not an address with prefix: {address!r}")
-    value = int.from_bytes(packed, "big") & ~((1 << (bits - plen)) - 1)
-    network = socket.inet_ntop(family, value.to_bytes(bits // 8, "big"))
-    return (4 if bits == 32 else 6, network, plen)
+# ---- element keys as the kernel stores them ------------------------------------------------
 
 
-def subnet_chain(network_addr: str, plen: int) -> str:
-    """Chain name for a subnet: masq-10.88.0.0_16, masq-fd00___64 (':' is not allowed in
-    an nft identifier, so a listing stays loadable with `nft -f`)."""
-    return f"masq-{network_addr.replace(':', '_')}_{plen}"
+def ip_key(text: str) -> bytes:
+    from _socket import AF_INET, AF_INET6, inet_pton
+
+    return inet_pton(AF_INET6 if ":" in text else AF_INET, text)
 
 
-def _split(address: str) -> tuple[int, str, str, int]:
-    """(4 or 6, plain ip, network address, prefix length)."""
-    version, network_addr, plen = subnet_of(address)
-    return version, address.partition("/")[0], network_addr, plen
+def ifname_key(name: str) -> bytes:
+    """An ifname set key: IFNAMSIZ bytes, NUL padded."""
+    return name.encode().ljust(16, b"\0")
 
 
-# --- builders: lists of nft JSON commands ----------------------------------------------
+def concat(*fields: bytes) -> bytes:
+    """A concatenated key: each field padded to the kernel's 4-byte registers."""
+    return b"".join(f + b"\0" * (-len(f) % 4) for f in fields)
 
 
-def _payload(version: int, field: str) -> dict:
-    return {"payload": {"protocol": "ip" if version == 4 else "ip6", "field": field}}
+# ---- the two connections to the kernel --------------------------------------------------------
+
+_netlink = None  # the process's nfnetlink socket; see the module docstring
+_libnftables = None
 
 
-def _not_in(version: int, addr: str, plen: int) -> dict:
-    return {"match": {"op": "!=", "left": _payload(version, "daddr"),
-                      "right": {"prefix": {"addr": addr, "len": plen}}}}
-
-
-def build_element_create(key: str, addresses: list[str]) -> list[dict]:
-    """The fast ADD: `create` the elements, which fails if the table, a map or the subnet
-    chain is missing (ENOENT) or the address is already in a map (EEXIST); either way the
-    caller falls back to build_full."""
-    return [{"create": _element(key, address)} for address in addresses]
-
-
-def build_full(key: str, addresses: list[str]) -> list[dict]:
-    """The whole structure plus the elements, idempotent, as one atomic batch.
-
-    `add chain` on an existing base chain is a no-op, so the base chain is flushed and its
-    two rules re-added: they can never be duplicated, also under concurrent ADDs (the kernel
-    serialises transactions). Each element is added, deleted and added again: a plain `add`
-    of an address already in the map keeps the old element and its old comment (a stale
-    owner), which would make a later DEL or GC act on the wrong attachment.
-    """
-    cmds = [
-        {"add": {"table": {"family": FAMILY, "name": TABLE}}},
-        {"add": {"map": {**_T, "name": MAP4, "type": "ipv4_addr", "map": "verdict"}}},
-        {"add": {"map": {**_T, "name": MAP6, "type": "ipv6_addr", "map": "verdict"}}},
-        {"add": {"chain": {**_T, "name": BASE_CHAIN, "type": "nat", "hook": "postrouting",
-                           "prio": 100, "policy": "accept"}}},
-        {"flush": {"chain": {**_T, "name": BASE_CHAIN}}},
-    ]
-    for version, name in ((4, MAP4), (6, MAP6)):
-        vmap = {"vmap": {"key": _payload(version, "saddr"), "data": f"@{name}"}}
-        cmds.append({"add": {"rule": {**_T, "chain": BASE_CHAIN, "expr": [vmap]}}})
-    done = set()
-    for address in addresses:
-        version, _, network_addr, plen = _split(address)
-        chain = subnet_chain(network_addr, plen)
-        if chain in done:
-            continue
-        done.add(chain)
-        multicast = ("224.0.0.0", 4) if version == 4 else ("ff00::", 8)
-        expr = [_not_in(version, network_addr, plen), _not_in(version, *multicast),
-                {"masquerade": None}]
-        cmds += [
-            {"add": {"chain": {**_T, "name": chain}}},
-            {"flush": {"chain": {**_T, "name": chain}}},
-            {"add": {"rule": {**_T, "chain": chain, "expr": expr}}},
-        ]
-    for address in addresses:
-        version, ip, _, _ = _split(address)
-        cmds += [
-            {"add": _element(key, address)},
-            {"delete": _element_key(version, ip)},
-            {"add": _element(key, address)},
-        ]
-    return cmds
-
-
-def build_delete(elements: list[tuple[str, str]]) -> list[dict]:
-    """Delete elements given as (map name, ip)."""
-    return [{"delete": {"element": {**_T, "name": name, "elem": [ip]}}} for name, ip in elements]
-
-
-def _element(key: str, address: str) -> dict:
-    version, ip, network_addr, plen = _split(address)
-    verdict = {"jump": {"target": subnet_chain(network_addr, plen)}}
-    name = MAP4 if version == 4 else MAP6
-    key_expr = {"elem": {"val": ip, "comment": key}}
-    return {"element": {**_T, "name": name, "elem": [[key_expr, verdict]]}}
-
-
-def _element_key(version: int, ip: str) -> dict:
-    return {"element": {**_T, "name": MAP4 if version == 4 else MAP6, "elem": [ip]}}
-
-
-def parse_elements(listing: dict) -> list[tuple[str, str, str]]:
-    """(map name, ip, comment) of every element of our maps in a `list` output."""
-    found = []
-    for item in listing.get("nftables", ()):
-        m = item.get("map")
-        if not m or m.get("table") != TABLE or m.get("name") not in (MAP4, MAP6):
-            continue
-        for elem in m.get("elem", ()):
-            # [key, verdict]; the key is {"elem": {"val": ip, "comment": c}} when it has a
-            # comment and a bare ip string when not (not ours, but listed for completeness).
-            key = elem[0] if isinstance(elem, list) else elem
-            if isinstance(key, str):
-                found.append((m["name"], key, ""))
-            elif isinstance(key, dict) and isinstance(key.get("elem", {}).get("val"), str):
-                found.append((m["name"], key["elem"]["val"], key["elem"].get("comment", "")))
-    return found
-
-
-# --- executor ----------------------------------------------------------------------------
-
-_ctx = None  # the process's one libnftables context; see the module docstring
-_json = None  # the json module, once `nftables` has imported it
-
-
-def _nft():
-    global _ctx, _json
-    if _ctx is None:
+def _socket() -> NetlinkSocket:
+    global _netlink
+    if _netlink is None:
         try:
-            import json
-
-            import nftables
-
-            ctx = nftables.Nftables()
-        except (ImportError, OSError) as e:
-            raise errors.CNIError(errors.INTERNAL, "nftables: cannot load libnftables", str(e))
-        # libnftables 1.0.x reads JSON input only while JSON output is on; set it once
-        # instead of toggling it per call as json_cmd does.
-        ctx.set_json_output(True)
-        _ctx, _json = ctx, json
-    return _ctx
+            _netlink = NetlinkSocket.open(nfnl.NETLINK_NETFILTER)
+        except OSError as err:
+            raise errors.CNIError(errors.INTERNAL, "nftables: cannot open a netlink socket", str(err)) from None
+    return _netlink
 
 
-def _send(commands: list[dict]) -> tuple[int, bytes, str]:
-    """Send one atomic batch; return (rc, output, error text)."""
-    ctx = _nft()
-    batch = {"nftables": [{"metainfo": {"json_schema_version": 1}}, *commands]}
-    rc, out, err = ctx.cmd(_json.dumps(batch).encode())  # bytes in, bytes out
-    return rc, out or b"", (err or b"").decode(errors="replace").strip()
+class _Libnftables:
+    """The few libnftables calls we make, through ctypes. Its context lives until exit."""
+
+    OUTPUT_JSON = 1 << 4  # libnftables 1.0 reads JSON input only while JSON output is on
+
+    def __init__(self):
+        import ctypes
+
+        try:
+            lib = ctypes.CDLL(_library_path())
+        except OSError as err:
+            raise errors.CNIError(errors.INTERNAL, "nftables: cannot load libnftables", str(err)) from None
+        lib.nft_ctx_new.restype = ctypes.c_void_p
+        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+        for name in ("nft_ctx_output_set_flags", "nft_ctx_buffer_output", "nft_ctx_buffer_error"):
+            getattr(lib, name).argtypes = [ctypes.c_void_p] + ([ctypes.c_uint] if "flags" in name else [])
+        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+        lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+        self.lib = lib
+        self.ctx = lib.nft_ctx_new(0)
+        if not self.ctx:
+            raise errors.CNIError(errors.INTERNAL, "nftables: cannot create a libnftables context")
+        lib.nft_ctx_output_set_flags(self.ctx, self.OUTPUT_JSON)
+        lib.nft_ctx_buffer_output(self.ctx)
+        lib.nft_ctx_buffer_error(self.ctx)
+
+    def run(self, commands: list[dict]) -> tuple[int, str]:
+        batch = {"nftables": [{"metainfo": {"json_schema_version": 1}}, *commands]}
+        rc = self.lib.nft_run_cmd_from_buffer(self.ctx, wire.dumps(batch))
+        err = self.lib.nft_ctx_get_error_buffer(self.ctx) or b""
+        return rc, err.decode(errors="replace").strip()
 
 
-def _execute(commands: list[dict], what: str) -> None:
-    rc, _, err = _send(commands)
-    if rc != 0:
-        raise errors.CNIError(errors.INTERNAL, f"nftables: {what}", err)
+def _library_path() -> str:
+    # A frozen build carries libnftables at the top of its bundle.
+    bundled = os.path.join(getattr(sys, "_MEIPASS", ""), "libnftables.so.1")
+    return bundled if getattr(sys, "frozen", False) and os.path.exists(bundled) else "libnftables.so.1"
 
 
-def _list_table(family: str) -> dict:
-    """The `list table <family> cni_bridge` output; an empty listing if there is no table."""
-    # One `list table` (our table only): two `list map` commands in one batch fail in
-    # libnftables 1.0.6 (the cache is filtered for the first one only).
-    rc, out, err = _send([{"list": {"table": {"family": family, "name": TABLE}}}])
-    if rc != 0:
-        if _MISSING in err:
-            return {}
-        raise errors.CNIError(errors.INTERNAL, f"nftables: cannot list table {family} {TABLE}", err)
-    return _json.loads(out)
-
-
-def _list_elements() -> list[tuple[str, str, str]]:
-    """Our maps' elements: (map name, ip, comment)."""
-    return parse_elements(_list_table(FAMILY))
-
-
-def _delete_matching(list_elements, delete_commands, match) -> list:
-    """Delete the elements (as `list_elements` returns them) that satisfy `match`; return them.
-
-    A concurrent DEL or GC may delete one of them between our list and our batch, which
-    aborts the batch with ENOENT; listing again resolves it.
-    """
+def write_layout(layout: Layout) -> None:
+    """Write a layout with libnftables (one transaction; see the module docstring)."""
+    global _libnftables
+    if _libnftables is None:
+        _libnftables = _Libnftables()
     err = ""
-    for _ in range(3):
-        doomed = [e for e in list_elements() if match(e)]
-        if not doomed:
-            return []
-        rc, _, err = _send(delete_commands(doomed))
+    for _ in range(_TRIES):
+        rc, err = _libnftables.run(layout.commands(set(chain_uses(layout.family))))
         if rc == 0:
-            return doomed
-        if _MISSING not in err:
+            return
+        if "File exists" not in err:  # a concurrent ADD created a chain first: look again
             break
-    raise errors.CNIError(errors.INTERNAL, "nftables: cannot delete elements", err)
+    raise errors.CNIError(errors.INTERNAL, "nftables: cannot set up our table", err)
 
 
-def _masq_delete_commands(doomed: list[tuple[str, str, str]]) -> list[dict]:
-    return build_delete([(name, ip) for name, ip, _ in doomed])
+# ---- reads ---------------------------------------------------------------------------------------
 
 
-# --- public API ----------------------------------------------------------------------------
+def _generation_and_rules(family: int) -> tuple[int, dict[str, list[str]] | None]:
+    """The ruleset generation and our table's rules (chain -> comment tags in order), read
+    in one round trip; None for the rules when the table does not exist."""
+    gen, rules = _socket().exchange([
+        (nfnl.get_gen_request(), "nftables: get generation"),
+        (nfnl.list_rules_request(family, TABLE), "nftables: list our rules"),
+    ])
+    if isinstance(gen, NetlinkError):
+        raise _failed(gen)
+    genid = nfnl.GEN_MSG.decode(gen[0])[1]["NFTA_GEN_ID"]
+    if isinstance(rules, NetlinkError):
+        if rules.errno == ENOENT:
+            return genid, None
+        raise _failed(rules)
+    chains: dict[str, list[str]] = {}
+    for message in rules:
+        attrs = nfnl.RULE_MSG.decode(message)[1]
+        chains.setdefault(attrs["NFTA_RULE_CHAIN"], []).append(nfnl.udata_find_comment(attrs.get("NFTA_RULE_USERDATA")))
+    return genid, chains
 
 
-def add_masquerade(network: str, container_id: str, ifname: str, addresses: list[str]) -> None:
-    """Masquerade traffic from `addresses` ("10.88.0.5/16", "fd00::5/64") leaving their subnet."""
-    if not addresses:
-        return
-    key = attachment_key(network, container_id, ifname)
-    try:
-        fast = build_element_create(key, addresses)
-    except ValueError as e:
-        raise errors.CNIError(errors.INVALID_CONFIG, "nftables: bad container address", str(e))
-    rc, _, _ = _send(fast)
-    if rc != 0:
-        # Missing table/map/chain (first pod in this subnet) or a stale element for the
-        # address: the full batch repairs both; its error is the one worth reporting.
-        # A missing table or map fails in libnftables; a missing chain or an existing
-        # element fails in the kernel, whose abort waits for an RCU grace period (8-18 ms),
-        # once per subnet. Guarding with a `list chain` in the same batch would avoid that
-        # but makes libnftables load the whole ruleset (45 ms with 5,000 foreign rules).
-        _execute(build_full(key, addresses), "cannot set up masquerade")
+def layout_problems(layout: Layout) -> list[str]:
+    """What is wrong with a feature's layout in the kernel, in words ([] when intact)."""
+    _, rules = _generation_and_rules(FAMILIES[layout.family])
+    return _compare(layout, rules)
 
 
-def remove_masquerade(network: str, container_id: str, ifname: str) -> None:
-    """Remove the attachment's elements; no table or no element is success."""
-    key = attachment_key(network, container_id, ifname)
-    _delete_matching(_list_elements, _masq_delete_commands, lambda e: e[2] == key)
-
-
-def masquerade_addresses(network: str, container_id: str, ifname: str) -> list[str]:
-    """Plain IPs in our maps for this attachment (for CHECK)."""
-    key = attachment_key(network, container_id, ifname)
-    return [ip for _, ip, comment in _list_elements() if comment == key]
-
-
-def gc_masquerade(network: str, valid: set[tuple[str, str]]) -> list[tuple[str, str, str]]:
-    """Remove `network`'s elements whose (container_id, ifname) is not in `valid`.
-
-    Returns (ip, container_id, ifname) of what was removed; container_id and ifname are ""
-    for elements whose key was hashed (names too long for a plain key).
-    """
-    keep = {attachment_key(network, cid, ifname) for cid, ifname in valid}
-
-    def stale(e):
-        return split_key(network, e[2]) is not None and e[2] not in keep
-
-    removed = _delete_matching(_list_elements, _masq_delete_commands, stale)
-    return [(ip, *split_key(network, comment)) for _, ip, comment in removed]
-
-
-def check_usable() -> None:
-    """Raise CNIError unless libnftables loads and the kernel answers (for STATUS).
-
-    Lists only our base chain; "no such table" means usable (nothing set up yet).
-    """
-    rc, _, err = _send([{"list": {"chain": {**_T, "name": BASE_CHAIN}}}])
-    if rc != 0 and _MISSING not in err:
-        raise errors.CNIError(errors.INTERNAL, "nftables: kernel not usable", err)
-
-
-# --- macspoofchk: drop frames whose source MAC is not the container's ----------------------
-#
-#     table bridge cni_bridge {
-#         set spoof_ports   { type ifname; }                 # host veths under the check
-#         set spoof_allowed { type ether_addr . ifname; }    # container MAC . its host veth
-#         chain prerouting  { type filter hook prerouting priority -300;
-#                             iifname @spoof_ports ether saddr . iifname != @spoof_allowed drop }
-#     }
-#
-# The bridge family sees every frame a port receives before it is forwarded. As with
-# masquerade, an attachment owns its elements through their comment, and the rule is static.
-
-SPOOF_FAMILY = "bridge"
-SPOOF_CHAIN = "prerouting"
-SPOOF_PORTS = "spoof_ports"
-SPOOF_ALLOWED = "spoof_allowed"
-_S = {"family": SPOOF_FAMILY, "table": TABLE}
-
-
-def build_spoof_elements(key: str, host_ifname: str, mac: str) -> list[dict]:
-    return [
-        {"add": {"element": {**_S, "name": SPOOF_PORTS, "elem": [{"elem": {"val": host_ifname, "comment": key}}]}}},
-        {"add": {"element": {**_S, "name": SPOOF_ALLOWED, "elem": [
-            {"elem": {"val": {"concat": [mac, host_ifname]}, "comment": key}}]}}},
-    ]
-
-
-def build_spoof_full(key: str, host_ifname: str, mac: str) -> list[dict]:
-    """Everything the check needs; safe to send again (the chain is flushed and refilled)."""
-    source_and_port = {"concat": [{"payload": {"protocol": "ether", "field": "saddr"}}, {"meta": {"key": "iifname"}}]}
-    rule = [
-        {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": f"@{SPOOF_PORTS}"}},
-        {"match": {"op": "!=", "left": source_and_port, "right": f"@{SPOOF_ALLOWED}"}},
-        {"drop": None},
-    ]
-    return [
-        {"add": {"table": {"family": SPOOF_FAMILY, "name": TABLE}}},
-        {"add": {"set": {**_S, "name": SPOOF_PORTS, "type": "ifname"}}},
-        {"add": {"set": {**_S, "name": SPOOF_ALLOWED, "type": ["ether_addr", "ifname"]}}},
-        {"add": {"chain": {**_S, "name": SPOOF_CHAIN, "type": "filter", "hook": "prerouting",
-                           "prio": -300, "policy": "accept"}}},
-        {"flush": {"chain": {**_S, "name": SPOOF_CHAIN}}},
-        {"add": {"rule": {**_S, "chain": SPOOF_CHAIN, "expr": rule}}},
-        *build_spoof_elements(key, host_ifname, mac),
-    ]
-
-
-def parse_spoof_elements(listing: dict) -> list[tuple[str, object, str]]:
-    """(set name, value, comment) of every element of our two spoof-check sets."""
-    found = []
-    for item in listing.get("nftables", ()):
-        s = item.get("set")
-        if not s or s.get("table") != TABLE or s.get("name") not in (SPOOF_PORTS, SPOOF_ALLOWED):
-            continue
-        for elem in s.get("elem", ()):
-            if isinstance(elem, dict) and "elem" in elem:
-                found.append((s["name"], elem["elem"]["val"], elem["elem"].get("comment", "")))
+def _compare(layout: Layout, rules: dict[str, list[str]] | None) -> list[str]:
+    if rules is None:
+        return [f"table {layout.family} {TABLE} is missing"]
+    problems = []
+    for chain in layout.chains:
+        tags = layout.tags(chain)
+        present = rules.get(chain, [])
+        if present != tags:
+            if not present:
+                problems.append(f"chain {chain} is empty or missing")
             else:
-                found.append((s["name"], elem, ""))
+                problems.append(f"chain {chain} holds rules {present}, not {tags}")
+    return problems
+
+
+def lookup(family: str, elements: list[Element]) -> list[Element | None]:
+    """The kernel's copy of each element (found by key, with its data and comment), or None."""
+    if not elements:
+        return []
+    requests = [(nfnl.set_elements_message(nfnl.NFT_MSG_GETSETELEM, 0, FAMILIES[family], TABLE, e.set,
+                                           [e.attrs(with_data=False)]), f"nftables: get element of {e.set}")
+                for e in elements]
+    found = []
+    for element, outcome in zip(elements, _socket().exchange(requests)):
+        if isinstance(outcome, NetlinkError):
+            if outcome.errno not in (ENOENT, ENODATA):  # no table, no set or no such element
+                raise _failed(outcome)
+            found.append(None)
+        else:
+            stored = _parse_elements(element.set, outcome)
+            found.append(stored[0] if stored else None)
     return found
 
 
-def _list_spoof_elements() -> list[tuple[str, object, str]]:
-    return parse_spoof_elements(_list_table(SPOOF_FAMILY))
+def elements(family: str, set_name: str) -> list[Element]:
+    """Every element of one of our sets (for GC and listings); [] when there is none."""
+    message = nfnl.set_elements_message(nfnl.NFT_MSG_GETSETELEM, 0x300, FAMILIES[family], TABLE, set_name, [])
+    try:
+        replies = _socket().request(message, f"nftables: list {set_name}")
+    except NetlinkError as err:
+        if err.errno == ENOENT:
+            return []
+        raise _failed(err) from None
+    return _parse_elements(set_name, replies)
 
 
-def _spoof_delete_commands(doomed: list[tuple[str, object, str]]) -> list[dict]:
-    return [{"delete": {"element": {**_S, "name": name, "elem": [value]}}} for name, value, _ in doomed]
-
-
-def add_mac_spoof_check(network: str, container_id: str, ifname: str, host_ifname: str, mac: str) -> None:
-    """Let frames into the bridge from `host_ifname` only with source MAC `mac`."""
-    key = attachment_key(network, container_id, ifname)
-    rc, _, _ = _send(build_spoof_elements(key, host_ifname, mac))
-    if rc != 0:  # the table is not there yet
-        _execute(build_spoof_full(key, host_ifname, mac), "cannot set up the MAC spoof check")
-
-
-def remove_mac_spoof_check(network: str, container_id: str, ifname: str) -> None:
-    key = attachment_key(network, container_id, ifname)
-    _delete_matching(_list_spoof_elements, _spoof_delete_commands, lambda e: e[2] == key)
-
-
-def mac_spoof_check_present(network: str, container_id: str, ifname: str) -> bool:
-    key = attachment_key(network, container_id, ifname)
-    return any(comment == key for _, _, comment in _list_spoof_elements())
-
-
-def gc_mac_spoof_check(network: str, valid: set[tuple[str, str]]) -> int:
-    """Remove `network`'s spoof-check elements of attachments not in `valid`; return how many."""
-    keep = {attachment_key(network, cid, ifname) for cid, ifname in valid}
-
-    def stale(e):
-        return split_key(network, e[2]) is not None and e[2] not in keep
-
-    return len(_delete_matching(_list_spoof_elements, _spoof_delete_commands, stale))
+def _parse_elements(set_name: str, replies: list[bytes]) -> list[Element]:
+    found = []
+    for message in replies:
+        attrs = nfnl.SET_ELEM_MSG.decode(message)[1]
+        for item in (attrs.get("NFTA_SET_ELEM_LIST_ELEMENTS") or {}).get("NFTA_LIST_ELEM", ()):
+            key = (item.get("NFTA_SET_ELEM_KEY") or {}).get("NFTA_DATA_VALUE", b"")
+            key_end = (item.get("NFTA_SET_ELEM_KEY_END") or {}).get("NFTA_DATA_VALUE")
+            data = item.get("NFTA_SET_ELEM_DATA") or {}
+            verdict = data.get("NFTA_DATA_VERDICT")
+            if verdict is not None:
+                verb = "jump" if verdict.get("NFTA_VERDICT_CODE") == nfnl.NFT_JUMP else "goto"
+                value = (verb, verdict.get("NFTA_VERDICT_CHAIN", ""))
+            else:
+                value = data.get("NFTA_DATA_VALUE")
+            comment = nfnl.udata_find_comment(item.get("NFTA_SET_ELEM_USERDATA"))
+            found.append(Element(set_name, key, value, comment, key_end))
+    return found
 
 
 def attachment_keys_present() -> set[str]:
-    """Every attachment key that owns something in our tables (masquerade, MAC spoof check):
-    what `cni-bridge ls` compares with attachment_key(network, container id, ifname)."""
-    keys = {comment for _, _, comment in _list_elements()}
-    keys |= {comment for _, _, comment in _list_spoof_elements()}
+    """Every attachment key that owns an element in any of our tables (for listings)."""
+    keys = set()
+    for family, number in FAMILIES.items():
+        try:
+            replies = _socket().request(nfnl.list_sets_request(number, TABLE), "nftables: list our sets")
+        except NetlinkError as err:
+            if err.errno == ENOENT:
+                continue
+            raise _failed(err) from None
+        for message in replies:
+            set_name = nfnl.SET_MSG.decode(message)[1]["NFTA_SET_NAME"]
+            keys |= {e.comment for e in elements(family, set_name)}
     keys.discard("")
     return keys
+
+
+def chain_uses(family: str, chains: list[str] | None = None) -> dict[str, int]:
+    """How many references each chain holds (its own rules count), for the given chains
+    (missing ones left out) or, with None, for every chain of our table."""
+    number = FAMILIES[family]
+    if chains is None:
+        try:
+            replies = _socket().request(nfnl.list_chains_request(number, TABLE), "nftables: list our chains")
+        except NetlinkError as err:
+            if err.errno == ENOENT:
+                return {}
+            raise _failed(err) from None
+        outcomes = [[reply] for reply in replies]
+    else:
+        outcomes = _socket().exchange([
+            (nfnl.CHAIN_MSG.message(nfnl.nft_type(nfnl.NFT_MSG_GETCHAIN), 0, {"family": number},
+                                    [("NFTA_CHAIN_TABLE", TABLE), ("NFTA_CHAIN_NAME", chain)]),
+             f"nftables: get chain {chain}") for chain in chains])
+    uses = {}
+    for outcome in outcomes:
+        if isinstance(outcome, NetlinkError):
+            if outcome.errno != ENOENT:
+                raise _failed(outcome)
+            continue
+        attrs = nfnl.CHAIN_MSG.decode(outcome[0])[1]
+        uses[attrs["NFTA_CHAIN_NAME"]] = attrs.get("NFTA_CHAIN_USE", 0)
+    return uses
+
+
+# ---- changes -------------------------------------------------------------------------------------
+
+
+def _batch(family: str, changes: list[tuple[int, int, Element]], genid: int | None, what: str) -> None:
+    """One atomic nfnetlink batch of element changes (message type, flags, element)."""
+    messages = [nfnl.batch_begin(genid)]
+    for msg_type, flags, element in changes:
+        messages.append(nfnl.set_elements_message(msg_type, flags | NLM_F_ACK, FAMILIES[family], TABLE, element.set,
+                                                  [element.attrs(with_data=msg_type == nfnl.NFT_MSG_NEWSETELEM)]))
+    messages.append(nfnl.batch_end())
+    _socket().send_batch(messages, what)
+
+
+def add(layout_of, new: list[Element], restore=None) -> None:
+    """Add an attachment's elements, with the layout they depend on intact.
+
+    layout_of(elements) -> Layout: the layout the given elements need. restore() -> the
+    elements of every attachment that still exists: whenever the layout has to be written
+    again, they are put back too, in case the table or a set was lost with them.
+    """
+    if not new:
+        return
+    layout = layout_of(new)
+    family = FAMILIES[layout.family]
+    creates = [(nfnl.NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL, e) for e in new]
+    for _ in range(_TRIES):
+        genid, rules = _generation_and_rules(family)
+        if _compare(layout, rules):
+            break
+        try:
+            _batch(layout.family, creates, genid, "nftables: add elements")
+            return
+        except NetlinkError as err:
+            if err.errno == ERESTART:
+                continue  # the ruleset changed since we looked: look again
+            if err.errno in (ENOENT, EEXIST):
+                break  # a set or chain is missing, or an element is there already
+            raise _failed(err) from None
+    _write_with_elements(layout_of, new, restore)
+
+
+def _write_with_elements(layout_of, new: list[Element], restore) -> None:
+    """Write the layout (for our elements and any restored ones), then our elements,
+    replacing what the kernel holds under their keys (a stale owner, say)."""
+    restored = [e for e in (restore() if restore else []) if e.key not in {n.key for n in new}]
+    layout = layout_of(new + restored)
+    write_layout(layout)
+    changes = [(nfnl.NFT_MSG_DELSETELEM, 0, old) for old in lookup(layout.family, new) if old is not None]
+    changes += [(nfnl.NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL, e) for e in new]
+    try:
+        _batch(layout.family, changes, None, "nftables: add elements")
+        if restored:  # not exclusive: an attachment may have been added back meanwhile
+            _batch(layout.family, [(nfnl.NFT_MSG_NEWSETELEM, NLM_F_CREATE, e) for e in restored], None,
+                   "nftables: restore elements")
+    except NetlinkError as err:
+        raise _failed(err) from None
+
+
+def remove(family: str, owner: str, candidates: list[Element]) -> list[Element]:
+    """Delete those of `candidates` (found by key) that the kernel holds for `owner`."""
+    doomed = [stored for stored in lookup(family, candidates) if stored is not None and stored.comment == owner]
+    return delete(family, doomed)
+
+
+def delete(family: str, doomed: list[Element]) -> list[Element]:
+    """Delete these elements (as the kernel holds them) in one batch; an element deleted
+    meanwhile by a concurrent DEL or GC is no error."""
+    for _ in range(_TRIES):
+        if not doomed:
+            return []
+        try:
+            _batch(family, [(nfnl.NFT_MSG_DELSETELEM, 0, e) for e in doomed], None, "nftables: delete elements")
+            return doomed
+        except NetlinkError as err:
+            if err.errno != ENOENT:
+                raise _failed(err) from None
+            still_there = lookup(family, doomed)
+            doomed = [s for s, d in zip(still_there, doomed) if s is not None and s.comment == d.comment]
+    raise errors.CNIError(errors.INTERNAL, "nftables: cannot delete elements", "they kept changing")
+
+
+def prune_chains(family: str, chains: dict[str, int]) -> list[str]:
+    """Delete those of `chains` (name -> how many rules of its own it holds) that nothing
+    refers to any more; return their names. A chain taken up again meanwhile stays: the
+    batch names the generation the check saw."""
+    pruned = []
+    for _ in range(_TRIES if chains else 0):
+        genid = nfnl.GEN_MSG.decode(_socket().request(nfnl.get_gen_request(), "nftables: get generation")[0])[1][
+            "NFTA_GEN_ID"]
+        uses = chain_uses(family, list(chains))
+        unused = [chain for chain, use in uses.items() if use <= chains[chain]]
+        if not unused:
+            return pruned
+        messages = [nfnl.batch_begin(genid)]
+        messages += [nfnl.delete_chain_request(FAMILIES[family], TABLE, chain) for chain in unused]
+        messages.append(nfnl.batch_end())
+        try:
+            _socket().send_batch(messages, "nftables: delete unused chains")
+            return pruned + unused
+        except NetlinkError as err:
+            if err.errno not in (ERESTART, EBUSY, ENOENT):
+                raise _failed(err) from None
+    return pruned
+
+
+def usable() -> None:
+    """Raise CNIError unless the kernel answers nftables requests (for STATUS)."""
+    try:
+        _socket().request(nfnl.get_gen_request(), "nftables: get generation")
+    except NetlinkError as err:
+        raise _failed(err) from None
+
+
+def _failed(err: NetlinkError) -> errors.CNIError:
+    return errors.CNIError(errors.INTERNAL, err.op, str(err))

@@ -1,5 +1,5 @@
 """The bridge plugin: a veth from the container to a Linux bridge, addresses from IPAM,
-masquerade in nftables.
+masquerade and the MAC spoof check in nftables.
 
 Every command reads top to bottom: validate the whole config, then act. ADD undoes what it
 did when a later step fails; DEL carries on past whatever is already gone.
@@ -9,17 +9,21 @@ import os
 import sys
 
 from cni_bridge import _schemas
-from cni_bridge.nft import table as nft
-from cni_bridge.cni import version
-from cni_bridge.cni.schema import validate_conf
+from cni_bridge.cni import invoke, version
+from cni_bridge.cni.addr import parse_cidr, parse_ip
 from cni_bridge.cni.errors import CNIError, INTERNAL, INVALID_CONFIG, NOT_AVAILABLE
-from cni_bridge.kernel.netlink import NetlinkError, RouteSocket
-from cni_bridge.kernel.netns import open_netns, read_sysctl, write_sysctl
+from cni_bridge.cni.schema import validate_conf
 from cni_bridge.cni.skel import CmdArgs, Plugin, log, valid_attachments
+from cni_bridge.kernel import sysctl
+from cni_bridge.kernel.netlink import NetlinkError
+from cni_bridge.kernel.netns import open_netns
+from cni_bridge.kernel.rtnl import AF_INET, AF_INET6, RouteSocket, address_request, get_link_request, link_or_none
+from cni_bridge.kernel.rtnl import list_addresses_request, parse_address, route_request, set_link_request
+from cni_bridge.nft import masq, spoof, table
 
 DEFAULT_BRIDGE = "cni0"
-AF_INET, AF_INET6 = 2, 10
 DEFAULT_ROUTE = {4: "0.0.0.0/0", 6: "::/0"}
+EEXIST, ENODEV, EOPNOTSUPP, EADDRNOTAVAIL = 17, 19, 95, 99
 
 
 class BridgeConf:
@@ -47,7 +51,7 @@ class BridgeConf:
         self.ipam_type: str = (conf.get("ipam") or {}).get("type", "")
         self.vlan_trunk = _vlan_trunk(conf.get("vlanTrunk") or [])
         self.mac = _container_mac(conf, cmd_args.args)
-        self.prev_result = conf.get("prevResult")
+        self.key = table.attachment_key(self.network, cmd_args.container_id, cmd_args.ifname)
 
         if self.hairpin and self.promisc:
             raise _bad("cannot set hairpinMode and promiscMode at the same time")
@@ -55,6 +59,8 @@ class BridgeConf:
             raise _bad("cannot use IPAM when disableContainerInterface is set")
         if self.vlan and any(low <= self.vlan <= high for low, high in self.vlan_trunk):
             raise _bad(f"vlan {self.vlan} is also in vlanTrunk")
+        if self.ipam_type:
+            invoke.check_ipam_type(self.ipam_type)
 
     @property
     def vlan_filtering(self) -> bool:
@@ -101,12 +107,17 @@ def _family(address: str) -> int:
     return 6 if ":" in address else 4
 
 
+def _random_mac() -> str:
+    """A locally administered unicast MAC, as the kernel picks one for a new bridge."""
+    raw = bytearray(os.urandom(6))
+    raw[0] = (raw[0] & 0xFE) | 0x02
+    return ":".join(f"{b:02x}" for b in raw)
+
+
 # ---- IPAM: our host-local in process, anything else executed from CNI_PATH -------------
 
 
 def run_ipam(command: str, cmd_args: CmdArgs, conf: BridgeConf) -> dict | None:
-    from cni_bridge.cni import invoke
-
     executable = invoke.find_plugin(conf.ipam_type, cmd_args.path)
     if conf.ipam_type == "host-local" and (executable is None or _is_this_program(executable)):
         # Our own host-local: a function call instead of a second process start.
@@ -122,6 +133,35 @@ def _is_this_program(executable: str) -> bool:
     return getattr(sys, "frozen", False) and os.path.realpath(executable) == os.path.realpath(sys.executable)
 
 
+def leased_addresses(cmd_args: CmdArgs, conf: BridgeConf) -> list[tuple[str, str]]:
+    """(attachment key, "ip/prefix") of every host-local lease of this network: whose
+    masquerade goes back when our table was lost, and where DEL finds its own addresses.
+    Other IPAM types keep no record we can read."""
+    if conf.ipam_type != "host-local":
+        return []
+    from ipam.config import load_ipam_config
+    from ipam.store import Store
+
+    ipam = load_ipam_config(cmd_args)
+    found = []
+    with Store(ipam.data_dir, conf.network, create=False) as store:
+        for ip, container_id, ifname in store.leases():
+            if ifname is None:
+                continue  # an id-only lease from an old host-local: its attachment is unknown
+            try:
+                address = parse_ip(ip)
+            except ValueError:
+                continue
+            subnets = [r.subnet for range_set in ipam.range_sets for r in range_set if address in r.subnet]
+            if subnets:
+                found.append((table.attachment_key(conf.network, container_id, ifname), f"{ip}/{subnets[0].prefix}"))
+    return found
+
+
+def _restore_masquerade(cmd_args: CmdArgs, conf: BridgeConf):
+    return lambda: [e for key, address in leased_addresses(cmd_args, conf) for e in masq.elements(key, [address])]
+
+
 # ---- ADD -----------------------------------------------------------------------------
 
 
@@ -132,7 +172,7 @@ def cmd_add(cmd_args: CmdArgs) -> dict:
     container = RouteSocket.in_netns(netns_fd)
     if container.get_link(name=cmd_args.ifname) is not None:
         raise CNIError(INTERNAL, f"container interface {cmd_args.ifname} already exists", f"in {cmd_args.netns}")
-    bridge = ensure_bridge(host, conf)
+    bridge, created = ensure_bridge(host, conf)
 
     ipam_result = run_ipam("ADD", cmd_args, conf) if conf.ipam_type else {}
     ips = ipam_result.get("ips") or []
@@ -140,31 +180,28 @@ def cmd_add(cmd_args: CmdArgs) -> dict:
     if conf.ipam_type:
         undo.append(lambda: run_ipam("DEL", cmd_args, conf))
     try:
+        routes = calc_routes(ipam_result, conf)
         if conf.ip_masq and ips:
-            # Early, so that the kernel's RCU wait when our nftables socket closes overlaps
-            # the netlink work below instead of following it.
-            nft.add_masquerade(conf.network, cmd_args.container_id, cmd_args.ifname, [ip["address"] for ip in ips])
-            undo.append(lambda: nft.remove_masquerade(conf.network, cmd_args.container_id, cmd_args.ifname))
+            addresses = [ip["address"] for ip in ips]
+            add_masquerade(conf.key, addresses, _restore_masquerade(cmd_args, conf))
+            undo.append(lambda: remove_masquerade(conf.key, addresses))
 
         host_name = "veth" + os.urandom(4).hex()
-        _netlink(f"create veth {host_name}", host.create_veth,
-                 host_name, cmd_args.ifname, netns_fd, mtu=conf.mtu, peer_mac=conf.mac)
-        host_veth = host.get_link(name=host_name)
+        host_veth = _netlink(f"create veth {host_name}", host.create_veth, host_name, cmd_args.ifname, netns_fd,
+                             mtu=conf.mtu, peer_mac=conf.mac, master=bridge.index, up=True)
         undo.append(lambda: _delete_if_present(host, host_name))
-        setup_host_veth(host, host_veth, bridge, conf)
+        setup_host_veth(host, host_veth, conf)
 
         container_link = container.get_link(name=cmd_args.ifname)
-        routes = calc_routes(ipam_result, conf)
-        setup_container_interface(container, container_link, ips, routes, conf, netns_fd)
-        if conf.is_gateway and ips:
-            setup_gateway(host, bridge, ips, conf)
+        if container_link is None:  # removed under us
+            raise CNIError(INTERNAL, f"container interface {cmd_args.ifname} vanished", f"in {cmd_args.netns}")
+        setup_container_interface(container, container_link, ips, routes, conf)
         if conf.mac_spoof_check:
-            nft.add_mac_spoof_check(conf.network, cmd_args.container_id, cmd_args.ifname, host_name,
-                                    container_link.mac)
-            undo.append(lambda: nft.remove_mac_spoof_check(conf.network, cmd_args.container_id, cmd_args.ifname))
-
-        bridge = host.get_link(index=bridge.index)  # its MAC may follow its ports
-        host_veth = host.get_link(index=host_veth.index)
+            table.add(spoof.layout, spoof.elements(conf.key, host_name, container_link.mac))
+            undo.append(lambda: remove_mac_spoof_check(conf, host_name, container_link.mac))
+        # The gateway goes on the bridge last; the bridge is read again with it when we did
+        # not create it, since the MAC of a bridge nobody pinned follows its ports.
+        bridge = setup_gateway(host, bridge, ips, conf, refetch=not created)
     except BaseException as err:
         for step in reversed(undo):
             try:
@@ -207,19 +244,22 @@ def _delete_if_present(sock: RouteSocket, name: str) -> None:
 
 
 def ensure_bridge(host: RouteSocket, conf: BridgeConf):
-    """The bridge, created if missing; an existing link of that name must be a bridge."""
+    """The bridge, created if missing, and whether we created it; an existing link of that
+    name must be a bridge."""
     bridge = host.get_link(name=conf.bridge)
+    created = False
     if bridge is None:
         try:
-            bridge = host.create_bridge(conf.bridge, mtu=conf.mtu, vlan_filtering=conf.vlan_filtering)
-            # Pin the bridge's MAC: left alone, it follows the lowest port MAC and changes
-            # as containers come and go, which breaks the neighbours' ARP caches.
-            host.set_link(bridge.index, mac=bridge.mac)
+            # Our own MAC for it: left alone, a bridge's MAC follows its lowest port's and
+            # changes as containers come and go, which breaks the neighbours' ARP caches.
+            bridge = host.create_bridge(conf.bridge, mtu=conf.mtu, vlan_filtering=conf.vlan_filtering,
+                                        mac=_random_mac())
+            created = True
         except NetlinkError as err:
-            if err.errno == 95 and conf.vlan_filtering:  # EOPNOTSUPP for IFLA_BR_VLAN_FILTERING
+            if err.errno == EOPNOTSUPP and conf.vlan_filtering:  # for IFLA_BR_VLAN_FILTERING
                 raise CNIError(INTERNAL, f"failed to create bridge {conf.bridge} with VLAN filtering",
                                f"vlan or vlanTrunk needs a kernel with CONFIG_BRIDGE_VLAN_FILTERING: {err}") from None
-            if err.errno != 17:  # EEXIST: another ADD created it a moment ago
+            if err.errno != EEXIST:  # EEXIST: another ADD created it a moment ago
                 raise CNIError(INTERNAL, f"failed to create bridge {conf.bridge}", str(err)) from None
             bridge = host.get_link(name=conf.bridge)
     if bridge is None or bridge.kind != "bridge":
@@ -233,11 +273,20 @@ def ensure_bridge(host: RouteSocket, conf: BridgeConf):
         changes["promisc"] = True
     if changes:
         _netlink(f"set up bridge {conf.bridge}", host.set_link, bridge.index, **changes)
-    return bridge
+    return bridge, created
 
 
-def setup_host_veth(host: RouteSocket, veth, bridge, conf: BridgeConf) -> None:
-    _netlink(f"attach {veth.name} to {bridge.name}", host.set_link, veth.index, master=bridge.index)
+def add_masquerade(key: str, addresses: list[str], restore=None) -> None:
+    """Masquerade traffic from `addresses` ("10.88.0.5/16") leaving their subnet."""
+    try:
+        elements = masq.elements(key, addresses)
+    except ValueError as err:
+        raise CNIError(INVALID_CONFIG, "nftables: bad container address", str(err)) from None
+    table.add(masq.layout_of, elements, restore)
+
+
+def setup_host_veth(host: RouteSocket, veth, conf: BridgeConf) -> None:
+    """Bridge port options and VLANs of the host end (created up, on the bridge)."""
     port = {}
     if conf.hairpin:
         port["hairpin"] = True
@@ -256,7 +305,6 @@ def setup_host_veth(host: RouteSocket, veth, bridge, conf: BridgeConf) -> None:
             # The kernel gives every new port the bridge's default VLAN (1); drop it so the
             # port carries only what the config asks for.
             _netlink(f"remove default vlan from {veth.name}", host.bridge_vlan_del, veth.index, 1)
-    _netlink(f"set {veth.name} up", host.set_link, veth.index, up=True)
 
 
 def calc_routes(ipam_result: dict, conf: BridgeConf) -> list[dict]:
@@ -274,67 +322,77 @@ def calc_routes(ipam_result: dict, conf: BridgeConf) -> list[dict]:
     return routes
 
 
-def setup_container_interface(container: RouteSocket, link, ips, routes, conf: BridgeConf, netns_fd: int) -> None:
-    what = f"configure {link.name} in the container"
+def setup_container_interface(container: RouteSocket, link, ips, routes, conf: BridgeConf) -> None:
+    """Addresses, up, routes: one datagram, applied by the kernel in order."""
+    requests = []
     for ip in ips:
         # DAD makes a fresh IPv6 address unusable for a second or more; on a bridge we
         # own, duplicates come only from IPAM mistakes, so skip it unless asked.
-        _netlink(what, container.add_address, link.index, ip["address"], nodad=not conf.enable_dad)
-    if conf.disable_container_interface:
-        return
-    _netlink(what, container.set_link, link.index, up=True)
-    gateways = {_family(ip["address"]): ip.get("gateway") for ip in reversed(ips)}
-    for route in routes:
-        gateway = route.get("gw") or gateways.get(_family(route["dst"]))
-        _netlink(f"add route {route['dst']} in the container", container.add_route, route["dst"],
-                 gateway=gateway, index=link.index, mtu=route.get("mtu"), advmss=route.get("advmss"),
-                 priority=route.get("priority"), table=route.get("table"), scope=route.get("scope"))
+        requests.append((address_request(True, link.index, ip["address"], nodad=not conf.enable_dad),
+                         f"add address {ip['address']} to {link.name} in the container"))
+    if not conf.disable_container_interface:
+        requests.append((set_link_request(link.index, up=True), f"set {link.name} up in the container"))
+        gateways = {_family(ip["address"]): ip.get("gateway") for ip in reversed(ips)}
+        for route in routes:
+            gateway = route.get("gw") or gateways.get(_family(route["dst"]))
+            message = route_request(True, route["dst"], gateway=gateway, index=link.index, mtu=route.get("mtu"),
+                                    advmss=route.get("advmss"), priority=route.get("priority"),
+                                    table=route.get("table"), scope=route.get("scope"))
+            requests.append((message, f"add route {route['dst']} in the container"))
+    for outcome in container.exchange(requests):
+        if isinstance(outcome, NetlinkError):
+            raise CNIError(INTERNAL, f"failed to {outcome.op}", str(outcome))
 
 
-def setup_gateway(host: RouteSocket, bridge, ips, conf: BridgeConf) -> None:
-    """Put each gateway address on the bridge and let the host forward for the containers."""
-    existing = host.addresses(index=bridge.index)
-    for ip in ips:
-        gateway = ip.get("gateway")
-        if not gateway:
+def setup_gateway(host: RouteSocket, bridge, ips, conf: BridgeConf, refetch: bool):
+    """Put each gateway address on the bridge and let the host forward for the containers;
+    return the bridge (read again when `refetch`)."""
+    wanted = []
+    if conf.is_gateway:
+        for ip in ips:
+            if ip.get("gateway"):
+                wanted.append(f"{ip['gateway']}/{ip['address'].split('/')[1]}")
+    if not wanted and not refetch:
+        return bridge
+    existing = []
+    if wanted:
+        listing = host.exchange([(list_addresses_request(bridge.index), f"list addresses of {bridge.name}")])[0]
+        if isinstance(listing, NetlinkError):
+            raise CNIError(INTERNAL, f"failed to list addresses of {bridge.name}", str(listing))
+        existing = [a for a in map(parse_address, listing) if a.index == bridge.index]
+    requests = []
+    tolerated = []  # errno each request may meet when a concurrent ADD got there first
+    for cidr in wanted:
+        family = AF_INET6 if _family(cidr) == 6 else AF_INET
+        same_family = [a.cidr for a in existing if a.family == family and not a.cidr.startswith("fe80:")]
+        if cidr in same_family:
             continue
-        prefix = ip["address"].split("/")[1]
-        wanted = f"{gateway}/{prefix}"
-        family = _family(gateway)
-        same_family = [a.cidr for a in existing if a.family == (AF_INET6 if family == 6 else AF_INET)
-                       and not a.cidr.startswith("fe80:")]
-        if wanted in same_family:
-            pass
-        elif any(_same_subnet(cidr, wanted) for cidr in same_family):
-            if not conf.force_address:
-                raise CNIError(INTERNAL, f"bridge {bridge.name} already has an address in the subnet of {wanted}",
-                               f"addresses {same_family}; set forceAddress to replace it")
-            for cidr in same_family:
-                if _same_subnet(cidr, wanted):
-                    _tolerate(99, f"remove {cidr} from {bridge.name}", host.delete_address, bridge.index, cidr)
-            _tolerate(17, f"add {wanted} to {bridge.name}", host.add_address, bridge.index, wanted,
-                      nodad=not conf.enable_dad)
-        else:
-            _tolerate(17, f"add {wanted} to {bridge.name}", host.add_address, bridge.index, wanted,
-                      nodad=not conf.enable_dad)
+        clashing = [other for other in same_family if _same_subnet(other, cidr)]
+        if clashing and not conf.force_address:
+            raise CNIError(INTERNAL, f"bridge {bridge.name} already has an address in the subnet of {cidr}",
+                           f"addresses {same_family}; set forceAddress to replace it")
+        for other in clashing:
+            requests.append((address_request(False, bridge.index, other), f"remove {other} from {bridge.name}"))
+            tolerated.append(EADDRNOTAVAIL)
+        requests.append((address_request(True, bridge.index, cidr, nodad=not conf.enable_dad),
+                         f"add {cidr} to {bridge.name}"))
+        tolerated.append(EEXIST)
+    if refetch:
+        requests.append((get_link_request(index=bridge.index), f"get link {bridge.name}"))
+    outcomes = host.exchange(requests)
+    for outcome, errno in zip(outcomes, tolerated):
+        if isinstance(outcome, NetlinkError) and outcome.errno != errno:
+            raise CNIError(INTERNAL, f"failed to {outcome.op}", str(outcome))
+    for family in {_family(cidr) for cidr in wanted}:
         key = "net/ipv4/ip_forward" if family == 4 else "net/ipv6/conf/all/forwarding"
-        if read_sysctl(key) != "1":
-            write_sysctl(key, "1")
-
-
-def _tolerate(errno: int, what: str, function, *args, **kwargs) -> None:
-    """A netlink change that a concurrent ADD on the same bridge may have made already:
-    EEXIST (17) for an address it added, EADDRNOTAVAIL (99) for one it removed."""
-    try:
-        function(*args, **kwargs)
-    except NetlinkError as err:
-        if err.errno != errno:
-            raise CNIError(INTERNAL, f"failed to {what}", str(err)) from None
+        if sysctl.read(key) != "1":
+            sysctl.write(key, "1")
+    if refetch:
+        return link_or_none(outcomes[-1]) or bridge
+    return bridge
 
 
 def _same_subnet(a: str, b: str) -> bool:
-    from cni_bridge.cni.addr import parse_cidr
-
     (fa, va), pa = parse_cidr(a)
     (fb, vb), pb = parse_cidr(b)
     bits = 32 if fa == 4 else 128
@@ -349,17 +407,20 @@ def cmd_del(cmd_args: CmdArgs) -> None:
     """Undo ADD. Whatever is already gone (netns, interface, lease, rule) is skipped, and a
     step that fails does not stop the others (SPEC.md: DEL is best effort)."""
     conf = BridgeConf(cmd_args)
-    key = (conf.network, cmd_args.container_id, cmd_args.ifname)
+    prev = cmd_args.prev_result() or {}
+    netns_fd = _open_netns_if_there(cmd_args)
     steps = []
-    # nftables first: closing its socket may wait for an RCU grace period, which then
-    # overlaps the rest of the work.
+    # nftables first: the kernel frees what we delete after an RCU grace period, which then
+    # overlaps the interface's deletion. It also has to go before the lease: an address must
+    # not be leased again while an element still names us as its owner.
     if conf.ip_masq:
-        steps.append(("masquerade", lambda: nft.remove_masquerade(*key)))
+        steps.append(("masquerade", lambda: remove_masquerade(conf.key, _attachment_addresses(cmd_args, conf, prev,
+                                                                                                netns_fd))))
     if conf.mac_spoof_check:
-        steps.append(("MAC spoof check", lambda: nft.remove_mac_spoof_check(*key)))
+        steps.append(("MAC spoof check", lambda: remove_mac_spoof_check(conf, *_spoof_identity(cmd_args, prev))))
     if conf.ipam_type:
         steps.append(("IPAM", lambda: run_ipam("DEL", cmd_args, conf)))
-    steps.append(("container interface", lambda: remove_container_interface(cmd_args, conf)))
+    steps.append(("container interface", lambda: remove_container_interface(cmd_args, prev, netns_fd)))
 
     failures = []
     for what, step in steps:
@@ -373,33 +434,81 @@ def cmd_del(cmd_args: CmdArgs) -> None:
         raise CNIError(INTERNAL, "DEL could not remove everything", "; ".join(f"{w}: {e}" for w, e in failures))
 
 
-def remove_container_interface(cmd_args: CmdArgs, conf: BridgeConf) -> None:
+def _open_netns_if_there(cmd_args: CmdArgs) -> int | None:
+    if not cmd_args.netns:
+        return None
+    try:
+        return open_netns(cmd_args.netns)
+    except CNIError as err:
+        # Gone (NetnsNotFound), or a file that is no longer a netns: docker unmounts the
+        # namespace on `rm -f` but leaves the file. Either way its veth end went with it.
+        log(f"DEL: {err}; treating the namespace as gone")
+        return None
+
+
+def _attachment_addresses(cmd_args: CmdArgs, conf: BridgeConf, prev: dict, netns_fd) -> list[str] | None:
+    """The attachment's addresses ("ip/prefix"), from the first source that has them: the
+    runtime's prevResult, our host-local's leases, the container's interface. None if
+    none does (then the elements are found by listing)."""
+    addresses = [ip["address"] for ip in prev.get("ips") or []]
+    if addresses:
+        return addresses
+    leased = [address for key, address in leased_addresses(cmd_args, conf) if key == conf.key]
+    if leased:
+        return leased
+    if netns_fd is not None:
+        with RouteSocket.in_netns(netns_fd) as container:
+            link = container.get_link(name=cmd_args.ifname)
+            if link is not None:
+                found = [a.cidr for a in container.addresses(index=link.index) if a.scope == 0]
+                if found:
+                    return found
+    return None
+
+
+def remove_masquerade(key: str, addresses: list[str] | None) -> None:
+    """Remove the attachment's masquerade (found by address, or by listing our maps when
+    the addresses are unknown), and the subnet chains nothing jumps to any more."""
+    if addresses is None:
+        owned = [e for name in masq.MAPS.values() for e in table.elements("inet", name) if e.comment == key]
+        removed = table.delete("inet", owned)
+    else:
+        removed = table.remove("inet", key, masq.elements(key, addresses))
+    table.prune_chains("inet", {element.data[1]: 1 for element in removed})
+
+
+def _spoof_identity(cmd_args: CmdArgs, prev: dict) -> tuple[str | None, str | None]:
+    """(host veth, container MAC) from prevResult, or (None, None)."""
+    interfaces = prev.get("interfaces") or []
+    host = next((i.get("name") for i in interfaces if not i.get("sandbox") and i.get("name", "").startswith("veth")),
+                None)
+    mac = next((i.get("mac") for i in interfaces if i.get("sandbox") and i.get("name") == cmd_args.ifname), None)
+    return host, mac
+
+
+def remove_mac_spoof_check(conf: BridgeConf, host_ifname: str | None, mac: str | None) -> None:
+    if host_ifname and mac:
+        table.remove("bridge", conf.key, spoof.elements(conf.key, host_ifname, mac))
+    else:
+        owned = [e for name in (spoof.PORTS, spoof.ALLOWED) for e in table.elements("bridge", name)
+                 if e.comment == conf.key]
+        table.delete("bridge", owned)
+
+
+def remove_container_interface(cmd_args: CmdArgs, prev: dict, netns_fd: int | None) -> None:
     """Delete the container's end of the veth; the kernel removes the host end with it."""
-    if cmd_args.netns:
-        try:
-            netns_fd = open_netns(cmd_args.netns)
-        except CNIError as err:
-            # Gone (NetnsNotFound), or a file that is no longer a netns: docker unmounts
-            # the namespace on `rm -f` but leaves the file. Either way its veth end went
-            # with it.
-            log(f"DEL: {err}; treating the namespace as gone")
-            netns_fd = None
-        if netns_fd is not None:
-            with RouteSocket.in_netns(netns_fd) as container:
-                link = container.get_link(name=cmd_args.ifname)
-                if link is not None:
-                    try:
-                        container.delete_link(link.index)
-                    except NetlinkError as err:
-                        if err.errno != 19:  # ENODEV: deleted under us, fine
-                            raise
-            return
+    if netns_fd is not None:
+        with RouteSocket.in_netns(netns_fd) as container:
+            link = container.get_link(name=cmd_args.ifname)
+            if link is not None:
+                try:
+                    container.delete_link(link.index)
+                except NetlinkError as err:
+                    if err.errno != ENODEV:  # deleted under us, fine
+                        raise
+        return
     # No netns to look in: remove the host end the runtime's prevResult names, if it is
     # still here (a netns kept alive by another process keeps the pair too).
-    prev = conf.prev_result
-    if not prev:
-        return
-    prev = version.upgrade_result(prev, cmd_args.cni_version)
     with RouteSocket.host() as host:
         for iface in prev.get("interfaces") or []:
             name = iface.get("name", "")
@@ -410,8 +519,8 @@ def remove_container_interface(cmd_args: CmdArgs, conf: BridgeConf) -> None:
                 try:
                     host.delete_link(link.index)
                 except NetlinkError as err:
-                    # ENODEV: the kernel's teardown of the container's netns took it meanwhile.
-                    if err.errno != 19:
+                    # The kernel's teardown of the container's netns took it meanwhile.
+                    if err.errno != ENODEV:
                         raise
 
 
@@ -421,9 +530,9 @@ def remove_container_interface(cmd_args: CmdArgs, conf: BridgeConf) -> None:
 def cmd_check(cmd_args: CmdArgs) -> None:
     """Compare the kernel with prevResult; name the first thing that differs."""
     conf = BridgeConf(cmd_args)
-    if not conf.prev_result:
+    prev = cmd_args.prev_result()
+    if not prev:
         raise CNIError(INVALID_CONFIG, "CHECK needs prevResult", "the runtime sent none")
-    prev = version.upgrade_result(conf.prev_result, cmd_args.cni_version)
     if conf.ipam_type:
         run_ipam("CHECK", cmd_args, conf)
 
@@ -448,9 +557,9 @@ def cmd_check(cmd_args: CmdArgs) -> None:
 
         for route in prev.get("routes") or []:
             family = AF_INET6 if _family(route["dst"]) == 6 else AF_INET
-            table = container.list_routes(family)
+            routes = container.list_routes(family)
             if not any(r["dst"] == route["dst"] and (not route.get("gw") or r.get("gw") == route["gw"])
-                       for r in table):
+                       for r in routes):
                 raise _check_failed(f"route {route} is missing in the container")
 
         bridge = host.get_link(name=conf.bridge)
@@ -465,12 +574,29 @@ def cmd_check(cmd_args: CmdArgs) -> None:
                 raise _check_failed(f"host interface {iface['name']} is not a port of {conf.bridge}")
 
     if conf.ip_masq:
-        masqueraded = set(nft.masquerade_addresses(conf.network, cmd_args.container_id, cmd_args.ifname))
-        for ip in prev.get("ips") or []:
-            if ip["address"].split("/")[0] not in masqueraded:
-                raise _check_failed(f"no masquerade rule for {ip['address']}")
-    if conf.mac_spoof_check and not nft.mac_spoof_check_present(conf.network, cmd_args.container_id, cmd_args.ifname):
-        raise _check_failed("the MAC spoof check rules are missing")
+        check_masquerade(conf.key, [ip["address"] for ip in prev.get("ips") or []])
+    if conf.mac_spoof_check:
+        host_ifname, mac = _spoof_identity(cmd_args, prev)
+        if host_ifname and mac:
+            _check_elements("the MAC spoof check", conf.key, spoof.elements(conf.key, host_ifname, mac), spoof.layout)
+
+
+def check_masquerade(key: str, addresses: list[str]) -> None:
+    _check_elements("masquerade", key, masq.elements(key, addresses), masq.layout_of)
+
+
+def _check_elements(feature: str, key: str, wanted: list, layout_of) -> None:
+    """The attachment's traffic is handled only if its elements are there, with their data,
+    and the rules they depend on are intact."""
+    if not wanted:
+        return
+    layout = layout_of(wanted)
+    for element, stored in zip(wanted, table.lookup(layout.family, wanted)):
+        if stored is None or stored.comment != key or stored.data != element.data:
+            raise _check_failed(f"{feature} of {key}: an element of {element.set} is missing or not ours")
+    problems = table.layout_problems(layout)
+    if problems:
+        raise _check_failed(f"{feature} of {key} would not apply: {'; '.join(problems)}")
 
 
 def _check_failed(what: str) -> CNIError:
@@ -481,7 +607,8 @@ def _check_failed(what: str) -> CNIError:
 
 
 def cmd_gc(cmd_args: CmdArgs) -> None:
-    """Release leases and masquerade rules of attachments the runtime no longer lists."""
+    """Release leases, masquerade and MAC spoof check elements of attachments the runtime
+    no longer lists, and the subnet chains nothing jumps to any more."""
     conf = BridgeConf(cmd_args)
     valid = valid_attachments(cmd_args.conf)
     if valid is None:
@@ -493,15 +620,27 @@ def cmd_gc(cmd_args: CmdArgs) -> None:
         except CNIError as err:
             failures.append(err)
     try:
-        removed = nft.gc_masquerade(conf.network, valid)
+        removed = gc_nft(conf.network, valid)
         if removed:
-            log(f"GC removed masquerade for {removed}")
-        nft.gc_mac_spoof_check(conf.network, valid)
+            log(f"GC removed {len(removed)} elements of {sorted({e.comment for e in removed})}")
     except CNIError as err:
         if conf.ip_masq or conf.mac_spoof_check:
             failures.append(err)
     if failures:
         raise failures[0]
+
+
+def gc_nft(network: str, valid: set[tuple[str, str]]) -> list:
+    """Remove `network`'s masquerade and MAC spoof check elements of attachments not in
+    `valid`, then every subnet chain nothing jumps to; return the removed elements."""
+    removed = []
+    for family, sets in (("inet", masq.MAPS.values()), ("bridge", (spoof.PORTS, spoof.ALLOWED))):
+        found = [e for name in sets for e in table.elements(family, name)]
+        stale = table.stale_keys(network, {e.comment for e in found}, valid)
+        removed += table.delete(family, [e for e in found if e.comment in stale])
+    chains = [chain for chain in table.chain_uses("inet") if masq.is_subnet_chain(chain)]
+    table.prune_chains("inet", {chain: 1 for chain in chains})
+    return removed
 
 
 def cmd_status(cmd_args: CmdArgs) -> None:
@@ -510,7 +649,7 @@ def cmd_status(cmd_args: CmdArgs) -> None:
         run_ipam("STATUS", cmd_args, conf)
     if conf.ip_masq or conf.mac_spoof_check:
         try:
-            nft.check_usable()
+            table.usable()
         except CNIError as err:
             raise CNIError(NOT_AVAILABLE, "nftables is not usable", str(err)) from None
 

@@ -1,22 +1,22 @@
-"""cni_bridge.kernel.netlink and cni_bridge.kernel.netns against the real kernel.
+"""cni_bridge.kernel (rtnl, netns, sysctl) against the real kernel.
 
 Each test runs with its thread inside a throwaway "host" netns (`host_netns`) and often a
 throwaway "container" netns; results are checked with iproute2 (`ip -j`, `bridge -j`),
 not with the module under test. VLAN filtering needs CONFIG_BRIDGE_VLAN_FILTERING; on a
-kernel without it the kernel tests skip and only the wire-format tests run.
+kernel without it that test skips (tests/unit/kernel checks the messages byte for byte).
 """
 
 import errno
 import os
 import socket
-import struct
 import subprocess
 
 import pytest
 
-from cni_bridge.kernel import netlink, netns
+from cni_bridge.kernel import netns, sysctl
 from cni_bridge.cni.errors import INVALID_ENVIRONMENT, CNIError
-from cni_bridge.kernel.netlink import NetlinkError, RouteSocket
+from cni_bridge.kernel.netlink import NetlinkError
+from cni_bridge.kernel.rtnl import RouteSocket
 
 pytestmark = [pytest.mark.privileged, pytest.mark.usefixtures("host_netns")]
 
@@ -212,88 +212,6 @@ def test_bridge_vlans_on_kernel(vlan_filtering_supported, sock, host_netns, cont
     assert shown("vethnlt0") == [(10, True, True)]
 
 
-class FakeKernel:
-    """Stands in for the netlink socket: records requests, acks them, serves dumps."""
-
-    def __init__(self, dump: list[bytes] = ()):
-        self.sent: list[bytes] = []
-        self.dump = list(dump)
-        self.pending: list[bytes] = []
-
-    def send(self, data) -> None:
-        data = bytes(data)
-        self.sent.append(data)
-        _, _, flags, seq, _ = struct.unpack_from("=IHHII", data)
-        if flags & netlink.NLM_F_DUMP == netlink.NLM_F_DUMP:
-            msgs = [m[:8] + struct.pack("=I", seq) + m[12:] for m in self.dump]
-            done = struct.pack("=IHHIIi", 20, netlink.NLMSG_DONE, 2, seq, 0, 0)
-            self.pending.append(b"".join(msgs) + done)
-        else:  # ack: error 0 + the request's header (NLM_F_CAPPED)
-            self.pending.append(struct.pack("=IHHIIi", 36, 2, 0x100, seq, 0, 0) + data[:16])
-
-    def recvmsg(self, bufsize: int):
-        return self.pending.pop(0), [], 0, None
-
-    def close(self) -> None:
-        pass
-
-
-def _nla(atype: int, payload: bytes) -> bytes:
-    data = struct.pack("=HH", 4 + len(payload), atype) + payload
-    return data + b"\0" * (-len(data) % 4)
-
-
-def _bridge_msg(mtype: int, index: int, attrs: bytes, flags: int = 5) -> bytes:
-    """nlmsghdr (seq 0) + ifinfomsg(AF_BRIDGE, index) + attrs, as iproute2 builds them."""
-    body = struct.pack("=BxHiII", socket.AF_BRIDGE, 0, index, 0, 0) + attrs
-    return struct.pack("=IHHII", 16 + len(body), mtype, flags, 0, 0) + body
-
-
-IFLA_AF_SPEC, IFLA_BRIDGE_FLAGS, IFLA_BRIDGE_VLAN_INFO = 26, 0, 2
-
-
-def _vinfo(flags: int, vid: int) -> bytes:
-    return _nla(IFLA_BRIDGE_VLAN_INFO, struct.pack("=HH", flags, vid))
-
-
-def test_bridge_vlan_wire_format():
-    """Requests byte-for-byte as `bridge vlan add/del` sends them (captured with strace)."""
-    fake = FakeKernel()
-    s = RouteSocket(fake)
-    s.bridge_vlan_add(4, 10, pvid=True, untagged=True)
-    s.bridge_vlan_add(4, 100, vid_end=110)
-    s.bridge_vlan_add(2, 10, on_bridge_self=True)
-    s.bridge_vlan_del(4, 100, vid_end=110)
-    s.bridge_vlan_del(4, 7)
-    setlink, dellink = 19, 17
-    expected = [
-        _bridge_msg(setlink, 4, _nla(IFLA_AF_SPEC, _vinfo(0x2 | 0x4, 10))),
-        _bridge_msg(setlink, 4, _nla(IFLA_AF_SPEC, _vinfo(0x8, 100) + _vinfo(0x10, 110))),
-        _bridge_msg(setlink, 2, _nla(IFLA_AF_SPEC, _nla(IFLA_BRIDGE_FLAGS, b"\x02\x00")
-                                     + _vinfo(0, 10))),  # fmt: skip
-        _bridge_msg(dellink, 4, _nla(IFLA_AF_SPEC, _vinfo(0x8, 100) + _vinfo(0x10, 110))),
-        _bridge_msg(dellink, 4, _nla(IFLA_AF_SPEC, _vinfo(0, 7))),
-    ]
-    assert [m[:8] + b"\0\0\0\0" + m[12:] for m in fake.sent] == expected
-
-
-def test_bridge_vlans_decoding():
-    ifla_ifname = 3
-    port = _nla(ifla_ifname, b"veth0\0") + _nla(IFLA_AF_SPEC, _vinfo(0x6, 10) + _vinfo(0, 20))
-    other = _nla(ifla_ifname, b"veth1\0") + _nla(IFLA_AF_SPEC, _vinfo(0x6, 30))
-    fake = FakeKernel(dump=[_bridge_msg(16, 4, port, 2), _bridge_msg(16, 5, other, 2)])
-    s = RouteSocket(fake)
-    assert s.bridge_vlans(4) == [
-        {"vid": 10, "pvid": True, "untagged": True},
-        {"vid": 20, "pvid": False, "untagged": False},
-    ]
-    assert s.bridge_vlans(99) == []
-    # The dump asks for AF_BRIDGE with IFLA_EXT_MASK = RTEXT_FILTER_BRVLAN.
-    _, mtype, flags, _, _ = struct.unpack_from("=IHHII", fake.sent[0])
-    assert (mtype, flags & 0x300) == (18, 0x300) and fake.sent[0][16] == socket.AF_BRIDGE
-    assert _nla(29, struct.pack("=I", 2)) in fake.sent[0]
-
-
 # ---- addresses ----
 
 
@@ -450,15 +368,15 @@ def test_in_netns_socket_keeps_its_netns(container_netns, host_netns):
 
 def test_sysctl_in_netns(container_netns, host_netns):
     host_before = host_netns.sysctl("net.ipv4.ip_forward")
-    netns.write_sysctl("net/ipv4/ip_forward", "1", container_netns.fd)
+    sysctl.write("net/ipv4/ip_forward", "1", container_netns.fd)
     assert container_netns.sysctl("net.ipv4.ip_forward") == "1"
-    assert netns.read_sysctl("net/ipv4/ip_forward", container_netns.fd) == "1"
+    assert sysctl.read("net/ipv4/ip_forward", container_netns.fd) == "1"
     assert host_netns.sysctl("net.ipv4.ip_forward") == host_before
-    netns.write_sysctl("net/ipv4/ip_forward", "0", container_netns.fd)
+    sysctl.write("net/ipv4/ip_forward", "0", container_netns.fd)
     assert container_netns.sysctl("net.ipv4.ip_forward") == "0"
     assert current_netns_inode() == host_netns.inode
     with pytest.raises(FileNotFoundError):
-        netns.write_sysctl("net/ipv6/conf/nosuchif/accept_dad", "0", container_netns.fd)
+        sysctl.write("net/ipv6/conf/nosuchif/accept_dad", "0", container_netns.fd)
     assert current_netns_inode() == host_netns.inode
 
 

@@ -1,9 +1,10 @@
-"""cni_bridge.nft.table against a real kernel, inside throwaway network namespaces (nftt-*).
+"""Our nftables layer (cni_bridge.nft) as the bridge's masquerade uses it, against a real
+kernel, inside throwaway network namespaces (nftt-*).
 
-Each operation runs the way the plugin runs it: a fresh Python process (one libnftables
-context, closed at exit), started with `ip netns exec`, so the host's nftables are never
-touched. Results are checked with the independent `nft -j` CLI; the traffic test checks
-what a listener outside sees as the pod's source address.
+Each operation runs the way the plugin runs it: a fresh Python process (its netlink socket
+and libnftables context closed at exit), started with `ip netns exec`, so the host's
+nftables are never touched. Results are checked with the independent `nft -j` CLI; the
+traffic tests check what a listener outside sees as the pod's source address.
 """
 
 import json
@@ -17,6 +18,8 @@ import time
 
 import pytest
 
+from cni_bridge.nft import table as nft_table
+
 pytestmark = [
     pytest.mark.privileged,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
@@ -25,16 +28,28 @@ pytestmark = [
 
 TIMEOUT = 20  # seconds, for every command we run
 
-# Runs one cni_bridge.nft.table function: argv = function name, JSON list of arguments.
+# Runs one operation: argv = its name, a JSON list of arguments.
 RUNNER = """
 import json, sys
-from cni_bridge.nft import table as nft
 from cni_bridge.cni import errors
+from cni_bridge.nft import table
+from cni_bridge.plugins import bridge
+
+
+def key(net, cid, ifname):
+    return table.attachment_key(net, cid, ifname)
+
+
+CALLS = {
+    "add_masquerade": lambda net, cid, ifname, addrs: bridge.add_masquerade(key(net, cid, ifname), addrs),
+    "remove_masquerade": lambda net, cid, ifname, addrs=None: bridge.remove_masquerade(key(net, cid, ifname), addrs),
+    "check_masquerade": lambda net, cid, ifname, addrs: bridge.check_masquerade(key(net, cid, ifname), addrs),
+    "gc_masquerade": lambda net, valid: sorted(e.comment for e in bridge.gc_nft(net, {tuple(v) for v in valid})),
+    "check_usable": table.usable,
+}
 name, args = sys.argv[1], json.loads(sys.argv[2])
-if name == "gc_masquerade":
-    args[1] = {tuple(pair) for pair in args[1]}
 try:
-    result = getattr(nft, name)(*args)
+    result = CALLS[name](*args)
 except errors.CNIError as e:
     print(json.dumps({"code": e.code, "msg": e.msg, "details": e.details}))
     sys.exit(1)
@@ -89,7 +104,7 @@ def table(ns):
     if res.returncode != 0:
         assert "No such file or directory" in res.stderr, res.stderr
         return None
-    chains, rules, maps = {}, {}, {}
+    chains, rules, maps, comments = {}, {}, {}, {}
     for item in json.loads(res.stdout)["nftables"]:
         if "chain" in item:
             c = item["chain"]
@@ -97,6 +112,7 @@ def table(ns):
             rules.setdefault(c["name"], [])
         elif "rule" in item:
             rules.setdefault(item["rule"]["chain"], []).append(item["rule"]["expr"])
+            comments.setdefault(item["rule"]["chain"], []).append(item["rule"].get("comment"))
         elif "map" in item:
             m = item["map"]
             elems = {}
@@ -107,7 +123,7 @@ def table(ns):
                     ip, comment = key, None
                 elems[ip] = (comment, verdict["jump"]["target"])
             maps[m["name"]] = (m["type"], m["map"], elems)
-    return {"chains": chains, "rules": rules, "maps": maps}
+    return {"chains": chains, "rules": rules, "maps": maps, "comments": comments}
 
 
 def elements(ns):
@@ -142,6 +158,8 @@ def test_first_add_creates_everything(ns):
         "masq4": ("ipv4_addr", "verdict", {"10.88.0.5": ("net/c1/eth0", "masq-10.88.0.0_16")}),
         "masq6": ("ipv6_addr", "verdict", {}),
     }
+    assert t["comments"] == {"postrouting": ["cni_bridge masq v1 ipv4", "cni_bridge masq v1 ipv6"],
+                             "masq-10.88.0.0_16": ["cni_bridge masq v1 10.88.0.0/16"]}
 
 
 def test_more_adds_add_elements_only(ns):
@@ -195,9 +213,10 @@ def test_ipv6(ns):
         "fd00::5": ("net/c1/eth0", "masq-fd00___64"),
         "2001:db8:1:2::9": ("net/c2/eth0", "masq-2001_db8_1___56"),
     }
-    assert call(ns, "masquerade_addresses", "net", "c1", "eth0") == ["10.88.0.5", "fd00::5"]
     call(ns, "remove_masquerade", "net", "c1", "eth0")
     assert set(elements(ns)) == {"2001:db8:1:2::9"}
+    # Nothing jumps to their subnets' chains any more: they went with the last element.
+    assert set(table(ns)["chains"]) == {"postrouting", "masq-2001_db8_1___56"}
 
 
 def test_listing_reloads_with_nft_f(ns):
@@ -232,10 +251,12 @@ def test_del_removes_only_that_attachment(ns):
     assert table(ns) == t
 
 
-def test_del_and_check_without_table(ns):
+def test_del_gc_and_check_without_table(ns):
     assert call(ns, "remove_masquerade", "net", "c1", "eth0") is None
-    assert call(ns, "masquerade_addresses", "net", "c1", "eth0") == []
+    assert call(ns, "remove_masquerade", "net", "c1", "eth0", ["10.88.0.5/16"]) is None
     assert call(ns, "gc_masquerade", "net", []) == []
+    with pytest.raises(CallFailed, match="missing"):
+        call(ns, "check_masquerade", "net", "c1", "eth0", ["10.88.0.5/16"])
     assert table(ns) is None  # none of them created anything
 
 
@@ -247,12 +268,71 @@ def test_del_with_table_but_foreign_element_without_comment(ns):
     assert elements(ns) == {"10.88.0.99": (None, "masq-10.88.0.0_16")}
 
 
-def test_masquerade_addresses(ns):
+def test_del_by_address_leaves_a_new_owner_alone(ns):
+    call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16"])
+    call(ns, "add_masquerade", "net", "c2", "eth0", ["10.88.0.5/16"])  # the address went to c2
+    call(ns, "remove_masquerade", "net", "c1", "eth0", ["10.88.0.5/16"])
+    assert elements(ns) == {"10.88.0.5": ("net/c2/eth0", "masq-10.88.0.0_16")}
+
+
+def test_last_del_of_a_subnet_removes_its_chain(ns):
     call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16", "fd00::5/64"])
     call(ns, "add_masquerade", "net", "c2", "eth0", ["10.88.0.6/16"])
-    assert call(ns, "masquerade_addresses", "net", "c1", "eth0") == ["10.88.0.5", "fd00::5"]
-    assert call(ns, "masquerade_addresses", "net", "c2", "eth0") == ["10.88.0.6"]
-    assert call(ns, "masquerade_addresses", "net", "c3", "eth0") == []
+    call(ns, "remove_masquerade", "net", "c1", "eth0", ["10.88.0.5/16", "fd00::5/64"])
+    assert set(table(ns)["chains"]) == {"postrouting", "masq-10.88.0.0_16"}  # c2 still jumps there
+    call(ns, "remove_masquerade", "net", "c2", "eth0", ["10.88.0.6/16"])
+    t = table(ns)
+    # Only the base chain is left, and nothing in the table names a container address or subnet.
+    assert set(t["chains"]) == {"postrouting"} and elements(ns) == {}
+    assert t["rules"]["postrouting"] == [VMAP4, VMAP6]
+
+
+def test_check_sees_what_would_not_be_masqueraded(ns):
+    addrs = ["10.88.0.5/16", "fd00::5/64"]
+    call(ns, "add_masquerade", "net", "c1", "eth0", addrs)
+    assert call(ns, "check_masquerade", "net", "c1", "eth0", addrs) is None
+    with pytest.raises(CallFailed, match="net/c3/eth0"):  # names the attachment
+        call(ns, "check_masquerade", "net", "c3", "eth0", ["10.88.0.7/16"])
+    for chain in ("masq-10.88.0.0_16", "postrouting", "masq-fd00___64"):
+        sh("ip", "netns", "exec", ns, "nft", "flush", "chain", "inet", "cni_bridge", chain)
+        with pytest.raises(CallFailed, match=f"chain {chain} is empty"):
+            call(ns, "check_masquerade", "net", "c1", "eth0", addrs)
+        # The next ADD whose traffic goes through that chain heals it.
+        call(ns, "add_masquerade", "net", "c2", "eth0", ["10.88.0.6/16", "fd00::6/64"])
+        assert call(ns, "check_masquerade", "net", "c1", "eth0", addrs) is None
+        call(ns, "remove_masquerade", "net", "c2", "eth0", ["10.88.0.6/16", "fd00::6/64"])
+    sh("ip", "netns", "exec", ns, "nft", "delete", "element", "inet", "cni_bridge", "masq6", "{ fd00::5 }")
+    with pytest.raises(CallFailed, match="masq6 is missing"):
+        call(ns, "check_masquerade", "net", "c1", "eth0", addrs)
+
+
+def test_a_flushed_chain_is_healed_by_the_next_add_in_place(ns):
+    call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16"])
+    before = table(ns)
+    sh("ip", "netns", "exec", ns, "nft", "flush", "chain", "inet", "cni_bridge", "masq-10.88.0.0_16")
+    sh("ip", "netns", "exec", ns, "nft", "flush", "chain", "inet", "cni_bridge", "postrouting")
+    call(ns, "add_masquerade", "net", "c2", "eth0", ["10.88.0.6/16"])
+    after = table(ns)
+    assert after["rules"] == before["rules"] and after["comments"] == before["comments"]
+    assert set(elements(ns)) == {"10.88.0.5", "10.88.0.6"}  # the elements survived the flushes
+
+
+def test_a_foreign_rule_in_our_chain_is_replaced(ns):
+    call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16"])
+    before = table(ns)
+    sh("ip", "netns", "exec", ns, "nft", "add", "rule", "inet", "cni_bridge", "masq-10.88.0.0_16", "accept")
+    call(ns, "add_masquerade", "net", "c2", "eth0", ["10.88.0.6/16"])
+    assert table(ns)["rules"] == before["rules"]
+
+
+def test_a_deleted_table_is_rebuilt_by_the_next_add(ns):
+    call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16"])
+    sh("ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "cni_bridge")
+    call(ns, "add_masquerade", "net", "c2", "eth0", ["10.88.0.6/16"])
+    t = table(ns)
+    assert t["rules"]["postrouting"] == [VMAP4, VMAP6] and "masq-10.88.0.0_16" in t["chains"]
+    # The bridge plugin gives back the others' elements from its leases (tests/privileged/bridge).
+    assert elements(ns) == {"10.88.0.6": ("net/c2/eth0", "masq-10.88.0.0_16")}
 
 
 def test_gc_with_partial_valid_list(ns):
@@ -265,12 +345,22 @@ def test_gc_with_partial_valid_list(ns):
     call(ns, "add_masquerade", "other", "c2", "eth0", ["10.90.0.6/16"])
 
     removed = call(ns, "gc_masquerade", "net", [["c1", "eth0"], ["c3", "eth1"], [long_id, "eth0"]])
-    assert sorted(map(tuple, removed)) == [("10.88.0.6", "c2", "eth0"), ("10.88.0.7", "c3", "eth0"),
-                                           ("10.88.0.9", "", "")]
+    assert removed == sorted(["net/c2/eth0", "net/c3/eth0", nft_table.attachment_key("net", "gone-long" + long_id, "eth0")])
     assert set(elements(ns)) == {"10.88.0.5", "fd00::5", "10.88.0.8", "10.90.0.6"}
     # A second GC with the same list finds nothing more.
     assert call(ns, "gc_masquerade", "net", [["c1", "eth0"], ["c3", "eth1"], [long_id, "eth0"]]) == []
     assert table(ns)["rules"]["postrouting"] == [VMAP4, VMAP6]
+
+
+def test_gc_removes_chains_nothing_jumps_to(ns):
+    call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16"])
+    # An empty subnet chain left by an older version (which never removed them).
+    sh("ip", "netns", "exec", ns, "nft", "add", "chain", "inet", "cni_bridge", "masq-10.77.0.0_16")
+    sh("ip", "netns", "exec", ns, "nft", "add", "rule", "inet", "cni_bridge", "masq-10.77.0.0_16", "masquerade")
+    assert call(ns, "gc_masquerade", "net", [["c1", "eth0"]]) == []
+    assert set(table(ns)["chains"]) == {"postrouting", "masq-10.88.0.0_16"}
+    assert call(ns, "gc_masquerade", "net", []) == ["net/c1/eth0"]
+    assert set(table(ns)["chains"]) == {"postrouting"}
 
 
 def test_concurrent_adds_and_dels(ns):
@@ -292,6 +382,27 @@ def test_concurrent_adds_and_dels(ns):
         _, err = p.communicate(timeout=TIMEOUT)
         assert p.returncode == 0, err
     assert elements(ns) == {}
+    assert set(table(ns)["chains"]) == {"postrouting"}  # every subnet chain went with its last element
+
+
+def test_del_and_add_of_one_subnet_race_safely(ns):
+    """A DEL that removes a subnet's last element while ADDs of the same subnet run: the
+    chain is removed only when nothing jumps to it, and every ADD ends masqueraded."""
+    def spawn(name, *args):
+        return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", RUNNER, name,
+                                 json.dumps(list(args))], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    for round_number in range(3):
+        call(ns, "add_masquerade", "net", "old", "eth0", ["10.88.0.2/16"])
+        procs = [spawn("remove_masquerade", "net", "old", "eth0", ["10.88.0.2/16"])]
+        procs += [spawn("add_masquerade", "net", f"n{round_number}-{i}", "eth0", [f"10.88.{round_number}.{i + 10}/16"])
+                  for i in range(6)]
+        for p in procs:
+            _, err = p.communicate(timeout=TIMEOUT)
+            assert p.returncode == 0, err
+        for i in range(6):
+            assert call(ns, "check_masquerade", "net", f"n{round_number}-{i}", "eth0",
+                        [f"10.88.{round_number}.{i + 10}/16"]) is None
 
 
 # --- STATUS and errors ---------------------------------------------------------------------------
