@@ -1,8 +1,7 @@
 """Import a submodule of a third-party package without running the package's __init__.
 
-pyroute2's and pydantic_core's top-level __init__ modules import far more than a plugin
-uses (pyroute2: ~130 ms, every public class; pydantic_core: ~30 ms, the schema TypedDicts).
-Their lower layers import cleanly on their own, so we put a bare stand-in for the parent
+pyroute2's top-level __init__ imports far more than a plugin uses (every public class).
+Its lower layers import cleanly on their own, so we put a bare stand-in for the parent
 package in sys.modules while the submodule loads, and take it away afterwards so that a
 later ordinary `import pyroute2` (tests, build time) still runs the real __init__.
 """
