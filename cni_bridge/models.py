@@ -21,7 +21,7 @@ kernel keeps.
 
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, TypeAdapter, with_config
+from pydantic import ConfigDict, Field, with_config
 from typing_extensions import NotRequired, TypedDict
 
 LOOSE = ConfigDict(extra="ignore", strict=True)

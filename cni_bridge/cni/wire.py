@@ -49,8 +49,9 @@ class _ScannerContext:
 
 
 _scan = make_scanner(_ScannerContext)
-# The scanner raises json.decoder.JSONDecodeError, which it finds in sys.modules (and
-# Python 3.12 on imports): while we scan, a stand-in module provides it.
+# The scanner reports malformed input as json.decoder.JSONDecodeError, which it looks up
+# in sys.modules (imports, from Python 3.12 on). Unless the json package is loaded
+# already, a stand-in module provides that class while we scan.
 _DECODER_STAND_IN = type(sys)("json.decoder")
 _DECODER_STAND_IN.JSONDecodeError = DecodeError
 
