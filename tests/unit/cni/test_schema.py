@@ -94,15 +94,14 @@ class ConfigMaker:
                 if field["required"] or rng.random() < 0.5:
                     value[key] = self.valid(field["schema"])
                 if rng.random() < 0.1:
-                    value[f"x-{key}"] = rng.choice(ANY)  # unknown keys are dropped
+                    value[f"x-{key}"] = copy.deepcopy(rng.choice(ANY))  # unknown keys are dropped
             return value
         if kind == "list":
             low = core.get("min_length") or 0
             return [self.valid(core["items_schema"]) for _ in range(rng.randint(low, low + 2))]
         if kind == "str":
             low, high = core.get("min_length") or 0, core.get("max_length") or 20
-            text = rng.choice([t for t in TEXT if low <= len(t) <= high] or ["a" * low])
-            return text
+            return rng.choice([t for t in TEXT if low <= len(t) <= high] or ["a" * low])
         if kind == "int":
             return rng.choice([core["ge"], core["le"], rng.randint(core["ge"], core["le"])])
         if kind == "bool":
@@ -110,7 +109,7 @@ class ConfigMaker:
         if kind == "literal":
             return rng.choice(core["expected"])
         if kind == "dict":
-            return {"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24"}], "nested": rng.choice(ANY)}
+            return {"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24"}], "nested": copy.deepcopy(rng.choice(ANY))}
         raise AssertionError(f"the corpus does not know {kind!r}")
 
     def wrong(self, core: dict):
@@ -124,7 +123,7 @@ class ConfigMaker:
             "typed-dict": lambda: [{}, [self.valid(core)], {k: None for k in core["fields"]}],
             "literal": lambda: [core["expected"][0].upper(), [core["expected"][0]], 1],
         }.get(kind, lambda: [])()
-        return rng.choice(near + ANY)
+        return copy.deepcopy(rng.choice(near + ANY))
 
     def sites(self, core: dict, value, path=()):
         """Every (path, schema) in a config that may already be broken, some absent keys too."""
