@@ -147,9 +147,9 @@ def _check_overlaps(range_sets: list[list[Range]]) -> None:
 
 def _check_route(route: dict) -> dict:
     try:
-        parse_cidr(route["dst"])
-        if "gw" in route:
-            parse_ip(route["gw"])
+        (family, _), _ = parse_cidr(route["dst"])
+        if "gw" in route and parse_ip(route["gw"])[0] != family:
+            raise ValueError(f"gw {route['gw']} is not an IPv{family} address like dst")
     except ValueError as err:
         raise _bad(f"route {route}: {err}") from None
     return route

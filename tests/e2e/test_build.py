@@ -26,9 +26,6 @@ INTERNAL = EXE.parent / "_internal"
 if not EXE.exists():
     pytest.skip(f"{EXE.relative_to(ROOT)} is missing: run scripts/build first", allow_module_level=True)
 
-# What the plugins load by computed name (cni_bridge.cni.lazyimport.import_submodule, and
-# main.py's plugin modules), which PyInstaller's analysis cannot see; the spec lists them.
-LAZY = [("pydantic_core", "_pydantic_core")]
 
 
 def _archive():
@@ -109,12 +106,13 @@ def test_no_archive_and_no_oracle_libraries():
     assert "PYZ.pyz" not in archive.toc or not archive.open_embedded_archive("PYZ.pyz").toc
     bundled = _bundled_modules()
     assert "cni_bridge.plugins.bridge" in bundled and "ipam.host_local" in bundled
-    assert not {"pyroute2", "nftables", "pydantic", "asyncio", "tkinter", "unittest"} & {
+    assert not {"pyroute2", "nftables", "pydantic", "pydantic_core", "asyncio", "tkinter", "unittest"} & {
         n.split(".")[0] for n in bundled}
+    assert not list(INTERNAL.glob("pydantic*")), "pydantic's files are in the bundle"
 
 
 def test_what_the_plugins_import_is_bundled():
-    """Every module the plugin modules and their lazy imports pull in is in the bundle.
+    """Every module the plugin modules and their deferred imports pull in is in the bundle.
 
     The spec excludes packages (pydantic, pyroute2, ssl, sqlite3, ...) to stay small; this
     fails if an exclusion or a missing hidden import would break an import at run time.
@@ -124,12 +122,9 @@ def test_what_the_plugins_import_is_bundled():
         f"""
         import json, sys
         before = set(sys.modules)
-        from cni_bridge.cni.lazyimport import import_submodule
         from cni_bridge.main import PLUGINS
         for module in PLUGINS.values():
             __import__(module)
-        for package, sub in {LAZY!r}:
-            import_submodule(package, sub)
         import ctypes, hashlib, subprocess  # loaded only where needed: libnftables, long keys, delegates
         names = [n for n in set(sys.modules) - before
                  if getattr(sys.modules[n], "__spec__", None) is not None

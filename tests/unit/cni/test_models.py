@@ -1,4 +1,5 @@
-"""The config models: the committed schemas match them, and validation says what is wrong."""
+"""The config models: the committed schemas match them, validation says what is wrong, and
+every int field has the range of its kernel field."""
 
 import copy
 from pathlib import Path
@@ -12,10 +13,11 @@ from cni_bridge.cni.errors import CNIError
 
 
 def test_committed_schemas_match_the_models():
-    from cni_bridge.models import render_schemas
+    from cni_bridge.models import MODELS
+    from cni_bridge.schemagen import render
 
     committed = Path(_schemas.__file__).read_text()
-    assert render_schemas() == committed, "run `python -m cni_bridge.models` and commit cni_bridge/_schemas.py"
+    assert render(MODELS) == committed, "run `python -m cni_bridge.schemagen` and commit cni_bridge/_schemas.py"
 
 
 HOST_LOCAL = {
@@ -105,3 +107,66 @@ def test_a_non_object_config_is_reported_at_the_top():
     with pytest.raises(CNIError) as caught:
         validate_conf(_schemas.BRIDGE_CONF, ["not", "a", "config"])
     assert caught.value.details.startswith("<config>: ")
+
+
+# Every int field of every model, with the range of the kernel field it ends up in.
+U32_MAX = 2**32 - 1
+KERNEL_RANGES = [
+    ("HOST_LOCAL_CONF", HOST_LOCAL, "ipam.routes.0.mtu", 0, 65520),  # RTAX_MTU, capped by the kernel
+    ("HOST_LOCAL_CONF", HOST_LOCAL, "ipam.routes.0.advmss", 0, 65495),  # RTAX_ADVMSS, capped by the kernel
+    ("HOST_LOCAL_CONF", HOST_LOCAL, "ipam.routes.0.priority", 0, U32_MAX),  # RTA_PRIORITY
+    ("HOST_LOCAL_CONF", HOST_LOCAL, "ipam.routes.0.table", 0, U32_MAX),  # RTA_TABLE
+    ("HOST_LOCAL_CONF", HOST_LOCAL, "ipam.routes.0.scope", 0, 254),  # rtm_scope; IPv4 refuses 255
+    ("BRIDGE_CONF", BRIDGE, "mtu", 68, 65535),  # IFLA_MTU: the bridge's and veth's min_mtu, max_mtu
+    ("BRIDGE_CONF", BRIDGE, "vlan", 0, 4094),  # 0 is untagged
+    ("BRIDGE_CONF", BRIDGE, "vlanTrunk.0.id", 1, 4094),  # bridge VLAN ids
+    ("BRIDGE_CONF", BRIDGE, "vlanTrunk.0.minID", 1, 4094),
+    ("BRIDGE_CONF", BRIDGE, "vlanTrunk.0.maxID", 1, 4094),
+]
+
+
+def _with_route_or_trunk(base: dict, path: str, value) -> dict:
+    """base with path set, creating the one route or trunk entry the path goes through."""
+    conf = copy.deepcopy(base)
+    if path.startswith("ipam.routes.0."):
+        conf["ipam"]["routes"] = [{"dst": "10.1.0.0/16"}]
+    if path.startswith("vlanTrunk.0."):
+        conf["vlanTrunk"] = [{}]
+    return with_changes(conf, path, value)
+
+
+@pytest.mark.parametrize("schema, base, path, lowest, highest", KERNEL_RANGES)
+def test_int_fields_have_their_kernel_range(schema, base, path, lowest, highest):
+    for value in (lowest, highest):
+        valid = validate_conf(getattr(_schemas, schema), _with_route_or_trunk(base, path, value))
+        node = valid
+        for part in path.split("."):
+            node = node[int(part) if part.isdigit() else part]
+        assert node == value
+    for value, message in ((lowest - 1, f"greater than or equal to {lowest}"), (highest + 1, f"less than or equal to {highest}")):
+        with pytest.raises(CNIError) as caught:
+            validate_conf(getattr(_schemas, schema), _with_route_or_trunk(base, path, value))
+        assert caught.value.code == errors.INVALID_CONFIG
+        assert caught.value.details == f"{path}: Input should be {message}"
+
+
+def _int_fields(node, path=()):
+    """The dotted paths of the int fields under a schema node (list items as index 0)."""
+    kind = node[0]
+    if kind == "int":
+        yield ".".join(path), node[1], node[2]
+    elif kind == "typed-dict":
+        for key, (_, field) in node[1].items():
+            yield from _int_fields(field, path + (key,))
+    elif kind == "list":
+        yield from _int_fields(node[1], path + ("0",))
+
+
+def test_every_int_field_has_a_kernel_range_listed_here():
+    """A new int field needs its kernel range, in the model and in KERNEL_RANGES above."""
+    from cni_bridge.models import MODELS
+
+    listed = {(schema, path, lowest, highest) for schema, _, path, lowest, highest in KERNEL_RANGES}
+    fields = {(schema, *field) for schema in MODELS for field in _int_fields(getattr(_schemas, schema))}
+    assert fields == listed
+    assert all(0 <= lowest <= highest <= U32_MAX for _, _, lowest, highest in fields)

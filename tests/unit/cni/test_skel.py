@@ -178,7 +178,11 @@ def test_unknown_command(command):
 # ---- 6 and 7: the config --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("stdin", [b"", b"{", b'{"name": "x",}', b"\xff\xfe", b"[]", b'"net"', b"null", b"42"])
+@pytest.mark.parametrize("stdin", [
+    b"", b"{", b'{"name": "x",}', b"\xff\xfe", b"[]", b'"net"', b"null", b"42",
+    b'{"name": "x", "mtu": NaN}', b'{"name": "x", "mtu": 1e999}', b'{"name": "\\ud800"}', b"\xef\xbb\xbf{}",
+    b'{"name": "x"} {}', b'{"name": ' * 100_000,
+])
 def test_undecodable_config(stdin):
     code, out, plugin = dispatch(conf=stdin)
     assert_error(code, out, errors.DECODE_FAILURE, "failed to decode network config")

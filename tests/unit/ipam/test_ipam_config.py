@@ -151,6 +151,8 @@ BAD = [
     ([], {}, {}, None, "no IP ranges specified"),
     ([["10.0.0.0/24"]], {"routes": [{"dst": "10.1.0.0"}]}, {}, None, "route"),
     ([["10.0.0.0/24"]], {"routes": [{"dst": "0.0.0.0/0", "gw": "nowhere"}]}, {}, None, "'nowhere'"),
+    ([["10.0.0.0/24"]], {"routes": [{"dst": "0.0.0.0/0", "gw": "fd00::1"}]}, {}, None, "gw fd00::1 is not an IPv4 address"),
+    ([["fd00::/64"]], {"routes": [{"dst": "::/0", "gw": "10.0.0.1"}]}, {}, None, "gw 10.0.0.1 is not an IPv6 address"),
     ([["10.0.0.0/24"]], {}, {"args": {"cni": {"ips": ["10.1.0.5"]}}}, None, "requested address 10.1.0.5 is in no configured range"),
     ([["10.0.0.0/24"]], {}, {"runtimeConfig": {"ips": ["10.0.0.1/24"]}}, None, "10.0.0.1/24 is the subnet's gateway"),
     ([["10.0.0.0/24"]], {}, {}, "IP=10.0.0.5,10.0.0.6", "more than one address requested from range set 0"),
