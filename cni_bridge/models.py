@@ -149,7 +149,12 @@ class BridgeConf(_Common, _GC):
     ipam: NotRequired[DelegateIPAM]
 
 
-MODELS = {"HOST_LOCAL_CONF": HostLocalConf, "BRIDGE_CONF": BridgeConf}
+@with_config(LOOSE)
+class LoopbackConf(_Common):
+    """loopback has no options of its own: the common keys, and a prevResult it passes on."""
+
+
+MODELS = {"HOST_LOCAL_CONF": HostLocalConf, "BRIDGE_CONF": BridgeConf, "LOOPBACK_CONF": LoopbackConf}
 
 
 def _plain(value):
