@@ -120,10 +120,16 @@ class Namespace:
         return json.loads(out) if out.strip() else []
 
 
-def http_get(ns: Namespace, url: str) -> subprocess.CompletedProcess:
-    """GET url from inside ns (the test's interpreter, run there); bounded by a socket timeout."""
+def http_get(ns: Namespace, url: str, tries: int = 1) -> subprocess.CompletedProcess:
+    """GET url from inside ns (the test's interpreter, run there), each try bounded by a socket
+    timeout; more tries for a server that may still be starting."""
     client = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode(), end='')"
-    return ns.run(sys.executable, "-c", client, url, check=False)
+    for _ in range(tries):
+        res = ns.run(sys.executable, "-c", client, url, check=False)
+        if res.returncode == 0:
+            break
+        time.sleep(0.25)
+    return res
 
 
 class Containerd:
@@ -418,7 +424,7 @@ def test_pod_sandbox_on_our_plugins(containerd):
         assert containerd.masquerade_elements()
         # the pod answers from the node's namespace
         assert containerd.node.run("ping", "-c", "1", "-W", "2", pod.ip, check=False).returncode == 0
-        got = http_get(containerd.node, f"http://{pod.ip}:{POD_PORT}/")
+        got = http_get(containerd.node, f"http://{pod.ip}:{POD_PORT}/", tries=20)
         assert got.stdout == rs.INDEX, got.stderr
     finally:
         containerd.stop_and_remove(pod.id)
@@ -467,7 +473,7 @@ def test_host_port_pod(containerd, client, bin_dir):
     pod = containerd.run_pod("lbk-web", port_mappings=[mapping])
     url = f"http://{CLIENT_LINK[0]}:{HOST_PORT}/"
     try:
-        got = http_get(client, url)
+        got = http_get(client, url, tries=20)
         assert got.stdout == rs.INDEX, got.stderr  # from another host, through the node's address
         got = http_get(containerd.node, url)
         assert got.stdout == rs.INDEX, got.stderr  # from the node itself
