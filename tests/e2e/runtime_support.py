@@ -15,6 +15,7 @@ import json
 import platform
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tarfile
@@ -95,6 +96,18 @@ def build_image_archive(path: Path, name: str, entrypoint: list[str]) -> Path:
         tar.add(layer, arcname=f"{layer_digest}/layer.tar")
     layer.unlink()
     return path
+
+
+def stop_daemon(proc: subprocess.Popen | None) -> None:
+    """SIGTERM to a daemon we started, a bounded wait, then SIGKILL."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
 
 
 def sh(*cmd, timeout=120, env=None) -> subprocess.CompletedProcess:

@@ -221,16 +221,6 @@ state = "{base}/state"
             time.sleep(0.2)
         return condition
 
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-
     # -- clients
 
     def cri_call(self, method: str, check: bool = True, **request):
@@ -350,7 +340,7 @@ def _teardown(daemon: Containerd, made_run_dirs: list[Path]) -> None:
         for pod in (daemon.cri_call("ListPodSandbox", check=False) or {}).get("items", []):
             for method in ("StopPodSandbox", "RemovePodSandbox"):
                 daemon.cri_call(method, check=False, pod_sandbox_id=pod["id"])
-    daemon.stop()
+    rs.stop_daemon(daemon.proc)
     # Shims outlive a containerd that died; ours are the ones given our socket.
     for pid in _pids_with_argument(str(daemon.socket)):
         _kill(pid)
