@@ -5,8 +5,8 @@ the first IPv6 address the kernel gives it (127.0.0.1/8, and ::1/128 when the na
 IPv6), or passes a prevResult through unchanged. DEL sets lo down and succeeds when the
 namespace is already gone. CHECK fails when lo is down. GC and STATUS have nothing to do.
 
-This module imports the protocol layer and the kernel layer's netns and netlink only: no
-nftables, no bridge, no IPAM.
+This module imports the protocol layer, its config schema and the kernel layer's netns and
+netlink only: no nftables, no bridge, no IPAM (tests/unit/test_import_boundaries.py).
 """
 
 import os

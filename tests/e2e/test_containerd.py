@@ -202,7 +202,7 @@ state = "{base}/state"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=env, start_new_session=True)
-        for _ in range(300):  # bounded: a daemon that never answers is a failure, not a hang
+        for _ in range(300):  # a bounded wait for the socket and the CRI behind it
             if self.proc.poll() is not None:
                 break
             if self.socket.exists() and self.cri_call("Version", check=False) is not None:
