@@ -98,3 +98,11 @@ BRIDGE_CONF = ('typed-dict', {
     'dns': (False, DNS),
     'ipam': (False, DELEGATE_IPAM),
 })
+LOOPBACK_CONF = ('typed-dict', {
+    'cniVersion': (False, ('str', None, None)),
+    'name': (True, ('str', None, None)),
+    'type': (True, ('str', None, None)),
+    'args': (False, ARGS),
+    'runtimeConfig': (False, RUNTIME_CONFIG),
+    'prevResult': (False, ('dict',)),
+})

@@ -13,6 +13,7 @@ import sys
 PLUGINS = {
     "bridge": "cni_bridge.plugins.bridge",
     "host-local": "ipam.host_local",
+    "loopback": "cni_bridge.plugins.loopback",
 }
 IPAM_PLUGINS = {"host-local"}  # the rest are main or meta plugins: never an IPAM type
 

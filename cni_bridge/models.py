@@ -165,7 +165,12 @@ class BridgeConf(_Common, _GC):
     ipam: NotRequired[DelegateIPAM]
 
 
+@with_config(LOOSE)
+class LoopbackConf(_Common):
+    """loopback has no options of its own: the common keys, and a prevResult it passes on."""
+
+
 # What the plugins validate with: each entry becomes the constant of that name in
 # cni_bridge/_schemas.py (`python -m cni_bridge.schemagen` after any change here).
-MODELS = {"HOST_LOCAL_CONF": HostLocalConf, "BRIDGE_CONF": BridgeConf}
+MODELS = {"HOST_LOCAL_CONF": HostLocalConf, "BRIDGE_CONF": BridgeConf, "LOOPBACK_CONF": LoopbackConf}
 

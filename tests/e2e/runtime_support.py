@@ -1,17 +1,21 @@
-"""Shared by the e2e tests that drive real runtimes (podman, docker) in the real host netns.
+"""Shared by the e2e tests that drive real runtimes (podman, docker, containerd).
 
 - A container image's root filesystem from the host's busybox-static, as a tarball for
   `podman import` / `docker import` (there is no registry on these machines): /bin/busybox
   with every applet as a link, /www/index.html for `httpd -h /www`, and the few files a
-  runtime expects (/etc/passwd, /etc/group, /tmp).
+  runtime expects (/etc/passwd, /etc/group, /tmp). The same root filesystem as a whole image
+  (a docker-archive with one layer and an entrypoint) for `ctr images import`.
 - Picking names and numbers that collide with nothing on the host (a free 10.213.x.0/24,
   a free TCP port), and looking at the host with independent tools (nft, urllib).
 """
 
+import hashlib
 import io
 import json
+import platform
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tarfile
@@ -66,6 +70,44 @@ def build_tarball(path: Path) -> Path:
         add_file(tar, "etc/group", b"root:x:0:\nnogroup:x:65534:\n")
         add_file(tar, "www/index.html", INDEX.encode())
     return path
+
+
+# Go's names for the machine types this might run on (an image's config names its architecture).
+GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
+
+
+def build_image_archive(path: Path, name: str, entrypoint: list[str]) -> Path:
+    """A docker-archive (`docker save` format) of one image: the busybox root filesystem as its
+    only layer, `entrypoint` as what it runs, tagged `name`."""
+    layer = build_tarball(path.with_suffix(".layer.tar"))
+    layer_digest = hashlib.sha256(layer.read_bytes()).hexdigest()
+    config = json.dumps({
+        "architecture": GO_ARCH.get(platform.machine(), platform.machine()), "os": "linux",
+        "config": {"Entrypoint": entrypoint, "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "WorkingDir": "/"},
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_digest}"]},
+    }).encode()
+    config_name = f"{hashlib.sha256(config).hexdigest()}.json"
+    manifest = json.dumps([{"Config": config_name, "RepoTags": [name], "Layers": [f"{layer_digest}/layer.tar"]}]).encode()
+    with tarfile.open(path, "w") as tar:
+        for member, data in ((config_name, config), ("manifest.json", manifest)):
+            info = tarfile.TarInfo(member)
+            info.size, info.mtime = len(data), time.time()
+            tar.addfile(info, io.BytesIO(data))
+        tar.add(layer, arcname=f"{layer_digest}/layer.tar")
+    layer.unlink()
+    return path
+
+
+def stop_daemon(proc: subprocess.Popen | None) -> None:
+    """SIGTERM to a daemon we started, a bounded wait, then SIGKILL."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
 
 
 def sh(*cmd, timeout=120, env=None) -> subprocess.CompletedProcess:

@@ -88,16 +88,8 @@ class Dockerd:
         return res if not check else res.stdout.strip()
 
     def stop(self) -> None:
-        """SIGTERM to our dockerd (it stops the containerd it started), bounded; then SIGKILL."""
-        if self.proc is None or self.proc.poll() is not None:
-            self._kill_own_containerd()
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
+        """Stop our dockerd (it stops the containerd it started), and that containerd if it did not."""
+        rs.stop_daemon(self.proc)
         self._kill_own_containerd()
 
     def _kill_own_containerd(self) -> None:
