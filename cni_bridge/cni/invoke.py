@@ -30,7 +30,7 @@ def exec_plugin(executable: str, command: str, cmd_args) -> dict | None:
     """
     import subprocess
 
-    env = _child_environment(cmd_args.environ)
+    env = child_environment(cmd_args.environ)
     env["CNI_COMMAND"] = command
     try:
         proc = subprocess.run([executable], input=cmd_args.stdin, env=env, stdout=subprocess.PIPE)
@@ -54,7 +54,7 @@ def exec_plugin(executable: str, command: str, cmd_args) -> dict | None:
     return version.upgrade_result(result, cmd_args.cni_version)
 
 
-def _child_environment(environ) -> dict:
+def child_environment(environ) -> dict:
     """Our environment as the runtime set it. A frozen build's launcher points
     LD_LIBRARY_PATH at our bundled libraries (and keeps the runtime's value in
     LD_LIBRARY_PATH_ORIG); a delegate must load its own."""
