@@ -13,6 +13,7 @@ targets, and prints.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -536,7 +537,8 @@ def main(argv=None, environ=None, out=None, err=None) -> int:
     err = err or sys.stderr
     parser = build_parser()
     try:
-        opts = parser.parse_args(argv)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):  # help and usage errors
+            opts = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
     if opts.version:

@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = ["pyroute2", "nftables", "pydantic", "json", "re", "ipaddress", "subprocess", "asyncio", "cni_bridge.plugins.bridge",
-             "cni_bridge.kernel.netlink", "cni_bridge.nft.table", "cni_bridge.kernel.netns", "cni_bridge.models"]
+             "cni_bridge.kernel.netlink", "cni_bridge.nft.table", "cni_bridge.kernel.netns", "cni_bridge.models",
+             "cni_bridge.cli", "argparse"]
 
 CHILD = r"""
 import os, sys
@@ -62,3 +63,14 @@ def test_only_the_rust_core_of_pydantic_core(child):
     _, _, _, after = child
     assert "pydantic_core._pydantic_core" in after
     assert "pydantic_core" not in after, "pydantic_core/__init__.py was run"
+
+
+def test_plugins_never_import_the_command():
+    """The cni-bridge command (cni_bridge/cli) shares the executable; a plugin's exec path
+    (main, skel, the bridge, host-local) must not load it."""
+    code = ("import sys; import cni_bridge.main, cni_bridge.cni.skel, cni_bridge.plugins.bridge, ipam.host_local; "
+            "print([m for m in sys.modules if m.startswith('cni_bridge.cli') or m == 'argparse'])")
+    env = {"PYTHONPATH": f"{ROOT}:{sysconfig.get_paths()['purelib']}", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
