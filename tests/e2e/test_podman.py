@@ -120,7 +120,7 @@ def pm(tmp_path_factory):
     build = base / "build"
     shutil.copytree(src, build, symlinks=True)
     plugins = base / "opt-cni-bin"
-    res = sh(ROOT / "scripts" / "install", plugins, env={**os.environ, "CNI_BRIDGE_BIN": str(build)}, timeout=300)
+    res = sh(ROOT / "scripts" / "install", plugins, "--bin-dir", "", env={**os.environ, "CNI_BRIDGE_BIN": str(build)}, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     had_containers_cache = CONTAINERS_CACHE.exists()
     podman = Podman(base, plugins, secrets.token_hex(3), free_subnet(pytest.skip))
