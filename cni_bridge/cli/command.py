@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("ls", "list attachments",
                 "One row per cached attachment: network, container id, ifname, netns, addresses, published\n"
                 "ports, and whether the netns, the lease and our nftables rules are still there.\n"
-                "STATE is ok, stale (netns gone: `gc` removes it) or names what is missing.")
+                "STATE is ok, stale (netns gone: `gc` removes it), names what is missing, or says the\n"
+                "cache records no netns (entries of libcni before 1.2 without a sandbox in the result).")
     p.add_argument("network", metavar="NETWORK", nargs="?", help="only this network")
     p.add_argument("--json", action="store_true", help="a JSON list of objects instead of a table")
     p.set_defaults(func=cmd_ls)
@@ -391,7 +392,8 @@ def cmd_gc(opts, environ, out, err) -> int:
     runtime = make_runtime(opts, environ)
     net = load_network(opts, environ)
     entries = runtime.cached_attachments(net.name)
-    valid = [(e.container_id, e.ifname) for e in entries if rt_mod.netns_alive(e.netns)]
+    # valid: what still has its netns, and what the cache cannot tell (no netns recorded)
+    valid = [(e.container_id, e.ifname) for e in entries if not e.netns or rt_mod.netns_alive(e.netns)]
     removed = runtime.gc(net, valid)
     for entry in removed:
         out.write(f"removed stale {net.name} {entry.container_id} {entry.ifname} (netns {entry.netns or '-'})\n")
@@ -442,7 +444,9 @@ def row_state(row: dict) -> str:
     if row["stale"]:
         return "stale"
     missing = [what for what, key in (("lease", "lease"), ("rules", "rules")) if row[key] is False]
-    return f"missing {'+'.join(missing)}" if missing else "ok"
+    if missing:
+        return f"missing {'+'.join(missing)}"
+    return "ok" if row["netnsPresent"] else "netns unknown"
 
 
 def list_attachments(runtime: Runtime, network: str | None = None) -> list[dict]:
@@ -460,12 +464,12 @@ def list_attachments(runtime: Runtime, network: str | None = None) -> list[dict]
             except Exception:  # an odd cached result must not break the listing
                 addresses = []
         ports = [format_port(p) for p in entry.capability_args.get("portMappings") or [] if isinstance(p, dict)]
-        netns_ok = rt_mod.netns_alive(entry.netns)
+        netns_ok = rt_mod.netns_alive(entry.netns) if entry.netns else None  # None: the cache does not say
         rows.append({
             "network": entry.network, "containerId": entry.container_id, "ifname": entry.ifname,
             "netns": entry.netns, "addresses": addresses, "ports": ports,
             "netnsPresent": netns_ok, "lease": _lease_present(net, entry), "rules": keys.present(net, entry),
-            "stale": not netns_ok, "cacheFile": entry.path,
+            "stale": netns_ok is False, "cacheFile": entry.path,
         })
     return rows
 

@@ -263,11 +263,14 @@ class CacheEntry:
 
     def __init__(self, path: str, network: str, container_id: str, ifname: str, netns: str = "",
                  config: bytes | None = None, cni_args=None, capability_args=None, result: dict | None = None):
-        self.path, self.network, self.container_id, self.ifname, self.netns = path, network, container_id, ifname, netns
+        self.path, self.network, self.container_id, self.ifname = path, network, container_id, ifname
         self.config = config
         self.cni_args: list = cni_args or []
         self.capability_args: dict = capability_args or {}
         self.result = result
+        # libcni before 1.2 (containerd 1.6/1.7, podman 4) cached no netns: the result's
+        # sandbox of the attachment's interface names it. "" when neither says.
+        self.netns = netns or _sandbox_of(result, ifname)
 
     def __repr__(self) -> str:
         return f"CacheEntry({self.network!r}, {self.container_id!r}, {self.ifname!r}, netns={self.netns!r})"
@@ -284,6 +287,15 @@ class CacheEntry:
     def runtime_conf(self) -> RuntimeConf:
         """What DEL needs to undo this attachment, as libcni's GC rebuilds it."""
         return RuntimeConf(self.container_id, self.netns, self.ifname, self.cni_args, self.capability_args)
+
+
+def _sandbox_of(result, ifname: str) -> str:
+    interfaces = result.get("interfaces") if isinstance(result, dict) else None
+    if not isinstance(interfaces, list):
+        return ""
+    sandboxes = [i for i in interfaces if isinstance(i, dict) and isinstance(i.get("sandbox"), str) and i["sandbox"]]
+    named = [i for i in sandboxes if i.get("name") == ifname]
+    return (named or sandboxes or [{"sandbox": ""}])[0]["sandbox"]
 
 
 def netns_alive(path: str) -> bool:

@@ -6,7 +6,8 @@
   runtime expects (/etc/passwd, /etc/group, /tmp).
 - Picking names and numbers that collide with nothing on the host (a free 10.213.x.0/24,
   a free TCP port), and looking at the host with independent tools (nft, urllib).
-- A private dockerd (Dockerd): its own data root, exec root, socket and config.
+- A private dockerd (Dockerd): its own data root, exec root, socket and config; podman 4
+  with its CNI backend and private storage and config (Podman).
 """
 
 import io
@@ -288,3 +289,90 @@ def dockerd(tmp_path_factory):
         d.stop()
         unmount_under(base)
         shutil.rmtree(base, ignore_errors=True)
+
+
+# ---- podman 4, CNI backend ------------------------------------------------------------------
+
+PODMAN_REFERENCE = Path("/usr/lib/cni")
+PODMAN_IMAGE = "localhost/cnib-busybox:e2e"
+
+
+class Podman:
+    """podman 4 with its CNI backend and everything private: CONTAINERS_CONF, --root and
+    --runroot (vfs), tmp_dir, a network config dir holding one conflist (our bridge, then
+    the reference portmap, firewall and tuning, as podman's default), the leases' dataDir.
+    exec_prefix: a command podman runs under (e.g. nsenter --net=NODE, to plug containers
+    into a node namespace instead of the host's)."""
+
+    def __init__(self, base: Path, plugins: Path, tag: str, subnet, network_prefix="cnibpm", bridge_prefix="cnibp",
+                 exec_prefix=()):
+        self.base, self.tag, self.subnet = base, tag, subnet
+        self.exec_prefix = [str(a) for a in exec_prefix]
+        self.network = f"{network_prefix}{tag}"
+        self.bridge = f"{bridge_prefix}{tag}"
+        self.gateway = str(subnet.network_address + 1)
+        self.data_dir = base / "leases"
+        self.conf_dir = base / "net"
+        self.conf_dir.mkdir()
+        conflist = {
+            "cniVersion": "0.4.0",
+            "name": self.network,
+            "plugins": [
+                {
+                    "type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": True, "hairpinMode": True,
+                    "ipam": {
+                        "type": "host-local", "dataDir": str(self.data_dir),
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "ranges": [[{"subnet": str(subnet), "gateway": self.gateway}]],
+                    },
+                },
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+                {"type": "firewall"},
+                {"type": "tuning"},
+            ],
+        }
+        (self.conf_dir / f"{self.network}.conflist").write_text(json.dumps(conflist, indent=2))
+        (base / "containers.conf").write_text(
+            "[containers]\n"
+            'default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n'
+            "[network]\n"
+            'network_backend = "cni"\n'
+            f'cni_plugin_dirs = ["{plugins}", "{PODMAN_REFERENCE}"]\n'
+            f'network_config_dir = "{self.conf_dir}"\n'
+            f'default_network = "{self.network}"\n'
+            "[engine]\n"
+            'runtime = "runc"\n'
+            f'tmp_dir = "{base / "tmp"}"\n'
+            'events_logger = "none"\n'
+        )
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("CNI_", "CONTAINERS_"))}
+        self.env["CONTAINERS_CONF"] = str(base / "containers.conf")
+        self.root, self.runroot = base / "root", base / "run"
+        self.sandboxes: dict[str, str] = {}
+
+    def __call__(self, *args, check=True, timeout=120) -> str:
+        cmd = [*self.exec_prefix, "podman", "--root", self.root, "--runroot", self.runroot, "--storage-driver", "vfs",
+               "--runtime", "runc", "--cgroup-manager", "cgroupfs", *args]
+        res = sh(*cmd, env=self.env, timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError(f"{' '.join(map(str, args))}: exit {res.returncode}\n{res.stdout}\n{res.stderr}")
+        return res.stdout.strip()
+
+    def ip_of(self, name: str) -> str:
+        return self("inspect", "-f", f"{{{{.NetworkSettings.Networks.{self.network}.IPAddress}}}}", name)
+
+
+def require_podman():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (podman with the CNI backend plugs containers into the host netns)")
+    missing = [tool for tool in ("podman", "runc") if not shutil.which(tool)]
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} not installed (Debian packages podman runc; scripts/test installs them)")
+    if not busybox_is_static():
+        pytest.skip("/bin/busybox is not a static busybox (Debian package busybox-static)")
+    for name in ("portmap", "firewall", "tuning"):
+        if not (PODMAN_REFERENCE / name).exists():
+            pytest.skip(f"reference plugin {PODMAN_REFERENCE / name} missing (containernetworking-plugins)")
+    version = sh("podman", "--version").stdout.split()[-1]
+    if int(version.split(".")[0]) >= 5:
+        pytest.skip(f"podman {version} has no CNI backend")

@@ -208,3 +208,25 @@ def test_own_directory(tmp_path):
     (tmp_path / "usr-local-bin" / "cni-bridge").symlink_to(tmp_path / "bin" / "cni-bridge")
     assert command.own_directory(str(tmp_path / "usr-local-bin" / "cni-bridge")) == str(tmp_path / "bin")
     assert command.own_directory(str(tmp_path / "wrapper-dir" / "cni-bridge")) == str(tmp_path / "wrapper-dir")
+
+
+def test_entries_without_netns_use_the_results_sandbox(setup, tmp_path):
+    """libcni before 1.2 (containerd 1.6, podman 4) cached no netns: the result's sandbox
+    says where the attachment is; with neither, the attachment is never called stale."""
+    fakes, _, cache = setup
+    run([*dirs(setup), "add", "clinet", SELF_NETNS, "--id", "seed"])
+    seed = json.loads((cache / "results" / "clinet-seed-eth0").read_text())
+    del seed["netns"]
+    podman_like = dict(seed, containerId="pod1",
+                       result={**seed["result"], "interfaces": [{"name": "eth0", "sandbox": str(tmp_path / "gone")}]})
+    unknown = dict(seed, containerId="old1", result={"cniVersion": "1.1.0", "ips": []})
+    for doc in (podman_like, unknown):
+        (cache / "results" / f"clinet-{doc['containerId']}-eth0").write_text(json.dumps(doc))
+    (cache / "results" / "clinet-seed-eth0").unlink()
+    rows = {r["containerId"]: r for r in json.loads(run([*dirs(setup), "ls", "--json"])[1])}
+    assert rows["pod1"]["netns"] == str(tmp_path / "gone") and rows["pod1"]["stale"] is True
+    assert rows["old1"]["netns"] == "" and rows["old1"]["netnsPresent"] is None and rows["old1"]["stale"] is False
+    assert "netns unknown" in run([*dirs(setup), "ls"])[1]
+    code, out, _ = run([*dirs(setup), "gc", "clinet"])
+    assert code == 0 and "pod1" in out and "old1" not in out
+    assert os.listdir(cache / "results") == ["clinet-old1-eth0"]
