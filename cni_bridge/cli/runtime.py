@@ -148,6 +148,11 @@ class NetworkList:
                    _flag(doc, "disableCheck", where), _flag(doc, "disableGC", where))
 
     @classmethod
+    def from_dict(cls, doc: dict, source: str = "") -> "NetworkList":
+        """A config or conflist given as a dict (its bytes: compact JSON)."""
+        return cls.from_bytes(json.dumps(doc, separators=(",", ":")).encode(), source)
+
+    @classmethod
     def from_file(cls, path: str) -> "NetworkList":
         try:
             with open(path, "rb") as f:
