@@ -153,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("gc", "remove NETWORK's stale attachments",
                 "DEL every cached attachment of NETWORK whose netns is gone, then run GC on every plugin\n"
-                "with the attachments that remain as cni.dev/valid-attachments (cniVersion 1.1.0).")
+                "with the attachments that remain as cni.dev/valid-attachments (cniVersion 1.1.0).\n"
+                "The cache is taken as the truth, as a runtime's list is: the plugins collect what it\n"
+                "does not hold, so use the cache dir of the runtime that made the attachments.")
     p.add_argument("network", metavar="NETWORK", help="a network config's name, or its path")
     p.set_defaults(func=cmd_gc)
 

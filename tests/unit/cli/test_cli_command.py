@@ -230,3 +230,20 @@ def test_entries_without_netns_use_the_results_sandbox(setup, tmp_path):
     code, out, _ = run([*dirs(setup), "gc", "clinet"])
     assert code == 0 and "pod1" in out and "old1" not in out
     assert os.listdir(cache / "results") == ["clinet-old1-eth0"]
+
+
+def test_the_program_name_cni_bridge_runs_the_command_not_the_bridge_plugin():
+    """"cni-bridge" ends with "-bridge", which would pick the bridge plugin: main checks
+    the command's name first."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from cni_bridge.main import PLUGINS, plugin_for
+
+    assert plugin_for("cni-bridge") == "bridge" and "cni-bridge" not in PLUGINS
+    root = Path(__file__).resolve().parents[3]
+    code = "import sys; sys.argv[0] = '/somewhere/cni-bridge'; from cni_bridge.main import main; main()"
+    proc = subprocess.run([sys.executable, "-P", "-c", code, "--version"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(root)}, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("cni-bridge (CNI 1.1.0"), proc
