@@ -4,10 +4,16 @@ build/bin/bridge, build/bin/host-local, ... all point at one executable; argv[0]
 plugin. Installed side by side under other names (cnib-bridge, py-host-local, ...), the
 suffix decides. PLUGINS is the one list of what we ship: the build spec, scripts/build,
 scripts/install and the tests all read it.
+
+Named exactly `cni-bridge` (build/bin/cni-bridge, the executable itself, the link on the
+PATH), it is the command, a runtime for use by hand (cni_bridge/cli). That name is checked
+first, since it ends with "-bridge"; a plugin's exec never imports the command's modules.
 """
 
 import os
 import sys
+
+COMMAND = "cni-bridge"  # not a plugin, so not in PLUGINS
 
 # plugin name -> the module whose PLUGIN it runs
 PLUGINS = {
@@ -26,9 +32,18 @@ def plugin_for(program: str) -> str | None:
 
 def main() -> None:
     program = os.path.basename(sys.argv[0])
+    if program == COMMAND:
+        from cni_bridge.cli.command import main as command_main
+
+        code = command_main(sys.argv[1:])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     name = plugin_for(program)
     if name is None:
-        sys.stderr.write(f"cni-bridge: run me as one of {', '.join(PLUGINS)}, not {program!r}\n")
+        sys.stderr.write(
+            f"cni-bridge: run me as one of {', '.join(PLUGINS)}, not {program!r} (or as {COMMAND}, the command)\n"
+        )
         sys.stdout.flush()
         os._exit(2)
     module = __import__(PLUGINS[name], fromlist=["PLUGIN"])

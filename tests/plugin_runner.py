@@ -17,7 +17,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from cni_bridge.main import PLUGINS
+from cni_bridge.main import COMMAND, PLUGINS
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -54,14 +54,15 @@ def plugin_bin_dir(scratch: Path) -> Path:
 
 
 def write_wrappers(directory: Path) -> Path:
-    """A shell script per plugin (bridge, host-local, ...) that runs cni_bridge.main from the tree."""
+    """A shell script per plugin (bridge, host-local, ...) and for the cni-bridge command
+    that runs cni_bridge.main from the tree (argv[0] is the script's path, as for a link)."""
     python = PYTHON if PYTHON.exists() else Path(sys.executable)
-    for name in PLUGINS:
+    for name in [*PLUGINS, COMMAND]:
         script = directory / name
         script.write_text(
             "#!/bin/sh\n"
-            f"PYTHONPATH='{ROOT}' exec '{python}' -c "
-            f"'import sys; sys.argv[0] = \"{name}\"; from cni_bridge.main import main; main()' \"$@\"\n"
+            f"PYTHONPATH='{ROOT}' exec '{python}' -P -c "
+            f"'import sys; sys.argv[0] = \"{script}\"; from cni_bridge.main import main; main()' \"$@\"\n"
         )
         script.chmod(0o755)
     return directory

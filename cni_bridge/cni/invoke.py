@@ -50,7 +50,7 @@ def exec_plugin(executable: str, command: str, cmd_args) -> dict | None:
     if depth >= MAX_DEPTH:
         raise CNIError(INVALID_CONFIG, f"refusing to run {os.path.basename(executable)}",
                        f"we were started as a delegate ({DEPTH_VARIABLE}={depth}); delegates do not nest")
-    env = _child_environment(cmd_args.environ)
+    env = child_environment(cmd_args.environ)
     env["CNI_COMMAND"] = command
     env[DEPTH_VARIABLE] = str(depth + 1)
     try:
@@ -80,7 +80,7 @@ def _depth(environ) -> int:
     return int(value) if value.isdigit() else MAX_DEPTH  # a mangled marker: do not delegate
 
 
-def _child_environment(environ) -> dict:
+def child_environment(environ) -> dict:
     """Our environment as the runtime set it. A frozen build's launcher points
     LD_LIBRARY_PATH at our bundled libraries (and keeps the runtime's value in
     LD_LIBRARY_PATH_ORIG); a delegate must load its own."""

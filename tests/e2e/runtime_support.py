@@ -7,11 +7,14 @@
   (a docker-archive with one layer and an entrypoint) for `ctr images import`.
 - Picking names and numbers that collide with nothing on the host (a free 10.213.x.0/24,
   a free TCP port), and looking at the host with independent tools (nft, urllib).
+- A private dockerd (Dockerd): its own data root, exec root, socket and config; podman 4
+  with its CNI backend and private storage and config (Podman).
 """
 
 import hashlib
 import io
 import json
+import os
 import platform
 import random
 import shutil
@@ -217,3 +220,192 @@ def host_netfilter_restored():
         subprocess.run(["nft", "delete", "table", family, name], check=False)
     for path, value in forwarding_before.items():
         Path(path).write_text(value)
+
+
+# ---- a private dockerd (Debian's docker.io) ------------------------------------------------
+
+DOCKER = Path("/usr/bin/docker")  # the Debian client: a newer one in /usr/local/bin shadows it
+DOCKERD = Path("/usr/sbin/dockerd")
+DOCKER_IMAGE = "cnib-busybox:e2e"
+
+
+def require_docker():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (dockerd, network namespaces)")
+    missing = [str(p) for p in (DOCKER, DOCKERD) if not p.exists()]
+    if missing or not shutil.which("containerd") or not shutil.which("runc"):
+        pytest.skip(f"docker.io (dockerd, /usr/bin/docker, containerd, runc) not installed: {missing}; scripts/test installs it")
+    if not busybox_is_static():
+        pytest.skip("/bin/busybox is not a static busybox (Debian package busybox-static)")
+    if not shutil.which("nsenter"):
+        pytest.skip("nsenter (util-linux) missing")
+
+
+class Dockerd:
+    def __init__(self, base: Path):
+        self.base = base
+        self.sock = base / "docker.sock"
+        self.pidfile = base / "docker.pid"
+        self.log = base / "dockerd.log"
+        self.proc: subprocess.Popen | None = None
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "CNI_"))}
+        self.env["DOCKER_CONFIG"] = str(base / "client")
+
+    def start(self) -> None:
+        # Our own config file, not the host's /etc/docker/daemon.json; it also keeps the
+        # daemon's identity key out of /etc/docker (docker 20.10 has no flag for it).
+        (self.base / "daemon.json").write_text(json.dumps({"deprecated-key-path": str(self.base / "key.json")}))
+        cmd = [
+            str(DOCKERD), "--config-file", str(self.base / "daemon.json"),
+            "--data-root", str(self.base / "data"), "--exec-root", str(self.base / "exec"),
+            "-H", f"unix://{self.sock}", "--pidfile", str(self.pidfile),
+            "--bridge", "none", "--iptables=false", "--ip-forward=false", "--ip-masq=false",
+            "--storage-driver", "vfs", "--exec-opt", "native.cgroupdriver=cgroupfs",
+        ]
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            if self.sock.exists() and self("version", check=False).returncode == 0:
+                return
+            time.sleep(0.2)
+        tail = self.log.read_text(errors="replace")[-600:]
+        self.stop()
+        pytest.skip(f"dockerd did not start: {tail}")
+
+    def __call__(self, *args, check=True, timeout=120):
+        res = sh(DOCKER, "-H", f"unix://{self.sock}", *args, env=self.env, timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError(f"docker {' '.join(map(str, args))}: exit {res.returncode}\n{res.stdout}\n{res.stderr}")
+        return res if not check else res.stdout.strip()
+
+    def stop(self) -> None:
+        """Stop our dockerd (it stops the containerd it started), and that containerd if it did not."""
+        stop_daemon(self.proc)
+        self._kill_own_containerd()
+
+    def _kill_own_containerd(self) -> None:
+        """If our dockerd died without stopping its containerd, stop that one (by its pid
+        file under our exec root, and only if its command line names our dirs)."""
+        pidfile = self.base / "exec" / "containerd" / "containerd.pid"
+        try:
+            pid = int(pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if str(self.base).encode() in cmdline:
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                if not Path(f"/proc/{pid}").exists():
+                    break
+                time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def dockerd(tmp_path_factory):
+    require_docker()
+    base = tmp_path_factory.mktemp("docker")
+    d = Dockerd(base)
+    try:
+        d.start()
+        build_tarball(base / "rootfs.tar")
+        d("import", base / "rootfs.tar", DOCKER_IMAGE)
+        yield d
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            ids = d("ps", "-a", "-q", check=False).stdout.split()
+            if ids:
+                d("rm", "--force", *ids, check=False, timeout=180)
+        d.stop()
+        unmount_under(base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# ---- podman 4, CNI backend ------------------------------------------------------------------
+
+PODMAN_REFERENCE = Path("/usr/lib/cni")
+PODMAN_IMAGE = "localhost/cnib-busybox:e2e"
+
+
+class Podman:
+    """podman 4 with its CNI backend and everything private: CONTAINERS_CONF, --root and
+    --runroot (vfs), tmp_dir, a network config dir holding one conflist (our bridge, then
+    the reference portmap, firewall and tuning, as podman's default), the leases' dataDir.
+    exec_prefix: a command podman runs under (e.g. nsenter --net=NODE, to plug containers
+    into a node namespace instead of the host's)."""
+
+    def __init__(self, base: Path, plugins: Path, tag: str, subnet, network_prefix="cnibpm", bridge_prefix="cnibp",
+                 exec_prefix=()):
+        self.base, self.tag, self.subnet = base, tag, subnet
+        self.exec_prefix = [str(a) for a in exec_prefix]
+        self.network = f"{network_prefix}{tag}"
+        self.bridge = f"{bridge_prefix}{tag}"
+        self.gateway = str(subnet.network_address + 1)
+        self.data_dir = base / "leases"
+        self.conf_dir = base / "net"
+        self.conf_dir.mkdir()
+        conflist = {
+            "cniVersion": "0.4.0",
+            "name": self.network,
+            "plugins": [
+                {
+                    "type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": True, "hairpinMode": True,
+                    "ipam": {
+                        "type": "host-local", "dataDir": str(self.data_dir),
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "ranges": [[{"subnet": str(subnet), "gateway": self.gateway}]],
+                    },
+                },
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+                {"type": "firewall"},
+                {"type": "tuning"},
+            ],
+        }
+        (self.conf_dir / f"{self.network}.conflist").write_text(json.dumps(conflist, indent=2))
+        (base / "containers.conf").write_text(
+            "[containers]\n"
+            'default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n'
+            "[network]\n"
+            'network_backend = "cni"\n'
+            f'cni_plugin_dirs = ["{plugins}", "{PODMAN_REFERENCE}"]\n'
+            f'network_config_dir = "{self.conf_dir}"\n'
+            f'default_network = "{self.network}"\n'
+            "[engine]\n"
+            'runtime = "runc"\n'
+            f'tmp_dir = "{base / "tmp"}"\n'
+            'events_logger = "none"\n'
+        )
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("CNI_", "CONTAINERS_"))}
+        self.env["CONTAINERS_CONF"] = str(base / "containers.conf")
+        self.root, self.runroot = base / "root", base / "run"
+        self.sandboxes: dict[str, str] = {}
+
+    def __call__(self, *args, check=True, timeout=120) -> str:
+        cmd = [*self.exec_prefix, "podman", "--root", self.root, "--runroot", self.runroot, "--storage-driver", "vfs",
+               "--runtime", "runc", "--cgroup-manager", "cgroupfs", *args]
+        res = sh(*cmd, env=self.env, timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError(f"{' '.join(map(str, args))}: exit {res.returncode}\n{res.stdout}\n{res.stderr}")
+        return res.stdout.strip()
+
+    def ip_of(self, name: str) -> str:
+        return self("inspect", "-f", f"{{{{.NetworkSettings.Networks.{self.network}.IPAddress}}}}", name)
+
+
+def require_podman():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (podman with the CNI backend plugs containers into the host netns)")
+    missing = [tool for tool in ("podman", "runc") if not shutil.which(tool)]
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} not installed (Debian packages podman runc; scripts/test installs them)")
+    if not busybox_is_static():
+        pytest.skip("/bin/busybox is not a static busybox (Debian package busybox-static)")
+    for name in ("portmap", "firewall", "tuning"):
+        if not (PODMAN_REFERENCE / name).exists():
+            pytest.skip(f"reference plugin {PODMAN_REFERENCE / name} missing (containernetworking-plugins)")
+    version = sh("podman", "--version").stdout.split()[-1]
+    if int(version.split(".")[0]) >= 5:
+        pytest.skip(f"podman {version} has no CNI backend")

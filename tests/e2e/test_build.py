@@ -44,6 +44,21 @@ def test_plugins_are_relative_links_to_one_executable():
         assert link.resolve() == EXE.resolve()
 
 
+def test_the_command_is_a_relative_link_too(tmp_path):
+    """build/bin/cni-bridge is the command (not a plugin: not in PLUGINS), and it runs
+    frozen: its modules (argparse, json, the runtime) are in the bundle."""
+    link = BIN / "cni-bridge"
+    assert link.is_symlink() and os.readlink(link) == ".cni-bridge/cni-bridge"
+    assert "cni-bridge" not in PLUGINS
+    proc = subprocess.run([str(link), "--version"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and proc.stdout.startswith("cni-bridge (CNI 1.1.0"), proc
+    proc = subprocess.run([str(link), "ls", "--json", "--cache-dir", str(tmp_path)], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0 and json.loads(proc.stdout) == [], proc
+    proc = subprocess.run([str(link), "add", "--help"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and "NETWORK TARGET" in proc.stdout
+
+
 def test_unknown_name_is_refused(tmp_path):
     """Start-up works through a link, and argv[0] is what main.py dispatches on."""
     alias = tmp_path / "not-a-plugin"
@@ -119,7 +134,7 @@ def test_what_the_plugins_import_is_bundled():
     The closure is measured in this interpreter, which must be the one the build used.
     """
     probe = textwrap.dedent(
-        f"""
+        """
         import json, sys
         before = set(sys.modules)
         from cni_bridge.main import PLUGINS

@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import time
 from ipaddress import ip_address, ip_interface
@@ -22,111 +21,14 @@ from pathlib import Path
 import pytest
 
 import runtime_support as rs
-from runtime_support import host_netfilter_restored  # noqa: F401  (autouse: restores the host)
+from runtime_support import dockerd, host_netfilter_restored  # noqa: F401  (fixtures: a dockerd; the host restored)
 from runtime_support import free_subnet, http_get, masq_elements, sh
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCKER = Path("/usr/bin/docker")
-DOCKERD = Path("/usr/sbin/dockerd")
-IMAGE = "cnib-busybox:e2e"
+IMAGE = rs.DOCKER_IMAGE
 PORT = 8080
-
-
-def _require_docker():
-    if os.geteuid() != 0:
-        pytest.skip("needs root (dockerd, network namespaces)")
-    missing = [str(p) for p in (DOCKER, DOCKERD) if not p.exists()]
-    if missing or not shutil.which("containerd") or not shutil.which("runc"):
-        pytest.skip(f"docker.io (dockerd, /usr/bin/docker, containerd, runc) not installed: {missing}; scripts/test installs it")
-    if not rs.busybox_is_static():
-        pytest.skip("/bin/busybox is not a static busybox (Debian package busybox-static)")
-    if not shutil.which("nsenter"):
-        pytest.skip("nsenter (util-linux) missing")
-
-
-class Dockerd:
-    def __init__(self, base: Path):
-        self.base = base
-        self.sock = base / "docker.sock"
-        self.pidfile = base / "docker.pid"
-        self.log = base / "dockerd.log"
-        self.proc: subprocess.Popen | None = None
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "CNI_"))}
-        self.env["DOCKER_CONFIG"] = str(base / "client")
-
-    def start(self) -> None:
-        # Our own config file, not the host's /etc/docker/daemon.json; it also keeps the
-        # daemon's identity key out of /etc/docker (docker 20.10 has no flag for it).
-        (self.base / "daemon.json").write_text(json.dumps({"deprecated-key-path": str(self.base / "key.json")}))
-        cmd = [
-            str(DOCKERD), "--config-file", str(self.base / "daemon.json"),
-            "--data-root", str(self.base / "data"), "--exec-root", str(self.base / "exec"),
-            "-H", f"unix://{self.sock}", "--pidfile", str(self.pidfile),
-            "--bridge", "none", "--iptables=false", "--ip-forward=false", "--ip-masq=false",
-            "--storage-driver", "vfs", "--exec-opt", "native.cgroupdriver=cgroupfs",
-        ]
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            if self.sock.exists() and self("version", check=False).returncode == 0:
-                return
-            time.sleep(0.2)
-        tail = self.log.read_text(errors="replace")[-600:]
-        self.stop()
-        pytest.skip(f"dockerd did not start: {tail}")
-
-    def __call__(self, *args, check=True, timeout=120):
-        res = sh(DOCKER, "-H", f"unix://{self.sock}", *args, env=self.env, timeout=timeout)
-        if check and res.returncode != 0:
-            raise AssertionError(f"docker {' '.join(map(str, args))}: exit {res.returncode}\n{res.stdout}\n{res.stderr}")
-        return res if not check else res.stdout.strip()
-
-    def stop(self) -> None:
-        """Stop our dockerd (it stops the containerd it started), and that containerd if it did not."""
-        rs.stop_daemon(self.proc)
-        self._kill_own_containerd()
-
-    def _kill_own_containerd(self) -> None:
-        """If our dockerd died without stopping its containerd, stop that one (by its pid
-        file under our exec root, and only if its command line names our dirs)."""
-        pidfile = self.base / "exec" / "containerd" / "containerd.pid"
-        try:
-            pid = int(pidfile.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return
-        if str(self.base).encode() in cmdline:
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                if not Path(f"/proc/{pid}").exists():
-                    break
-                time.sleep(0.1)
-
-
-@pytest.fixture(scope="module")
-def dockerd(tmp_path_factory):
-    _require_docker()
-    base = tmp_path_factory.mktemp("docker")
-    d = Dockerd(base)
-    try:
-        d.start()
-        rs.build_tarball(base / "rootfs.tar")
-        d("import", base / "rootfs.tar", IMAGE)
-        yield d
-    finally:
-        if d.proc is not None and d.proc.poll() is None:
-            ids = d("ps", "-a", "-q", check=False).stdout.split()
-            if ids:
-                d("rm", "--force", *ids, check=False, timeout=180)
-        d.stop()
-        rs.unmount_under(base)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 class Network:

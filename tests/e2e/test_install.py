@@ -5,6 +5,7 @@ Works on a private copy of build/bin (scripts/install honours CNI_BRIDGE_BIN), s
 parallel rebuild of build/bin cannot change what is installed mid-test.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -33,6 +34,9 @@ def built(tmp_path_factory) -> Path:
 
 
 def install(built: Path, *args, check=True) -> subprocess.CompletedProcess:
+    """scripts/install; never onto the real PATH unless a test names a --bin-dir."""
+    if not any(str(a).startswith("--bin-dir") for a in args):
+        args = (*args, "--bin-dir", "")
     env = dict(os.environ, CNI_BRIDGE_BIN=str(built))
     proc = subprocess.run([str(INSTALL), *map(str, args)], env=env, capture_output=True, text=True, timeout=300)
     if check:
@@ -198,6 +202,31 @@ def test_over_a_plain_copy_of_build_bin(tmp_path, built):
     assert len(builds(plugins)) == 2
     for name in ("bridge", "host-local"):
         assert_ours(plugins, name, built)
+
+
+def test_the_command_is_installed_and_put_on_the_path(tmp_path, built):
+    plugins, bin_dir = tmp_path / "opt-cni-bin", tmp_path / "usr-local-bin"
+    proc = install(built, plugins, "--side-by-side", "--bin-dir", bin_dir)
+    assert os.readlink(plugins / "cni-bridge") == ".cni-bridge/cni-bridge"
+    assert os.readlink(bin_dir / "cni-bridge") == str(plugins.resolve() / "cni-bridge")
+    assert f"{bin_dir}/cni-bridge -> " in proc.stdout
+    res = subprocess.run([str(bin_dir / "cni-bridge"), "--version"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.startswith("cni-bridge (CNI 1.1.0"), res
+    # the command run through the PATH link finds the plugins in the install's DIR
+    res = subprocess.run([str(bin_dir / "cni-bridge"), "--plugin-dir", "", "status", "nonet", "--conf-dir", tmp_path],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 3 and "no network config named 'nonet'" in res.stderr
+    conf = tmp_path / "n.conf"
+    conf.write_text(json.dumps({"cniVersion": "1.1.0", "name": "n", "type": "cnib-host-local", "ipam": {
+        "type": "cnib-host-local", "dataDir": str(tmp_path / "leases"), "ranges": [[{"subnet": "10.180.9.0/24"}]]}}))
+    res = subprocess.run([str(bin_dir / "cni-bridge"), "status", str(conf)], capture_output=True, text=True,
+                         timeout=60, env={k: v for k, v in os.environ.items() if k != "CNI_PATH"})
+    assert res.returncode == 0 and res.stdout == "n: ready\n", res
+    # a file of someone else's on the PATH is left alone
+    (bin_dir / "cni-bridge").unlink()
+    (bin_dir / "cni-bridge").write_text("not ours")
+    proc = install(built, plugins, "--side-by-side", "--bin-dir", bin_dir)
+    assert (bin_dir / "cni-bridge").read_text() == "not ours" and "left as it is" in proc.stderr
 
 
 def test_usage_errors(tmp_path, built):

@@ -29,89 +29,15 @@ from runtime_support import free_port, free_subnet, http_get, masq_elements, sh
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-REFERENCE = Path("/usr/lib/cni")
-IMAGE = "localhost/cnib-busybox:e2e"
+IMAGE = rs.PODMAN_IMAGE
 CONTAINER_PORT = 8080
 LIBCNI_CACHE = Path("/var/lib/cni/results")
 CONTAINERS_CACHE = Path("/var/lib/containers")  # podman import writes a blob cache here
 
 
-class Podman:
-    def __init__(self, base: Path, plugins: Path, tag: str, subnet):
-        self.base, self.tag, self.subnet = base, tag, subnet
-        self.network = f"cnibpm{tag}"
-        self.bridge = f"cnibp{tag}"
-        self.gateway = str(subnet.network_address + 1)
-        self.data_dir = base / "leases"
-        self.conf_dir = base / "net"
-        self.conf_dir.mkdir()
-        conflist = {
-            "cniVersion": "0.4.0",
-            "name": self.network,
-            "plugins": [
-                {
-                    "type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": True, "hairpinMode": True,
-                    "ipam": {
-                        "type": "host-local", "dataDir": str(self.data_dir),
-                        "routes": [{"dst": "0.0.0.0/0"}],
-                        "ranges": [[{"subnet": str(subnet), "gateway": self.gateway}]],
-                    },
-                },
-                {"type": "portmap", "capabilities": {"portMappings": True}},
-                {"type": "firewall"},
-                {"type": "tuning"},
-            ],
-        }
-        (self.conf_dir / f"{self.network}.conflist").write_text(json.dumps(conflist, indent=2))
-        (base / "containers.conf").write_text(
-            "[containers]\n"
-            'default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n'
-            "[network]\n"
-            'network_backend = "cni"\n'
-            f'cni_plugin_dirs = ["{plugins}", "{REFERENCE}"]\n'
-            f'network_config_dir = "{self.conf_dir}"\n'
-            f'default_network = "{self.network}"\n'
-            "[engine]\n"
-            'runtime = "runc"\n'
-            f'tmp_dir = "{base / "tmp"}"\n'
-            'events_logger = "none"\n'
-        )
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("CNI_", "CONTAINERS_"))}
-        self.env["CONTAINERS_CONF"] = str(base / "containers.conf")
-        self.root, self.runroot = base / "root", base / "run"
-        self.sandboxes: dict[str, str] = {}
-
-    def __call__(self, *args, check=True, timeout=120) -> str:
-        cmd = ["podman", "--root", self.root, "--runroot", self.runroot, "--storage-driver", "vfs",
-               "--runtime", "runc", "--cgroup-manager", "cgroupfs", *args]
-        res = sh(*cmd, env=self.env, timeout=timeout)
-        if check and res.returncode != 0:
-            raise AssertionError(f"{' '.join(map(str, args))}: exit {res.returncode}\n{res.stdout}\n{res.stderr}")
-        return res.stdout.strip()
-
-    def ip_of(self, name: str) -> str:
-        return self("inspect", "-f", f"{{{{.NetworkSettings.Networks.{self.network}.IPAddress}}}}", name)
-
-
-def _require_podman():
-    if os.geteuid() != 0:
-        pytest.skip("needs root (podman with the CNI backend plugs containers into the host netns)")
-    missing = [tool for tool in ("podman", "runc") if not shutil.which(tool)]
-    if missing:
-        pytest.skip(f"{' and '.join(missing)} not installed (Debian packages podman runc; scripts/test installs them)")
-    if not rs.busybox_is_static():
-        pytest.skip("/bin/busybox is not a static busybox (Debian package busybox-static)")
-    for name in ("portmap", "firewall", "tuning"):
-        if not (REFERENCE / name).exists():
-            pytest.skip(f"reference plugin {REFERENCE / name} missing (containernetworking-plugins)")
-    version = sh("podman", "--version").stdout.split()[-1]
-    if int(version.split(".")[0]) >= 5:
-        pytest.skip(f"podman {version} has no CNI backend")
-
-
 @pytest.fixture(scope="module")
 def pm(tmp_path_factory):
-    _require_podman()
+    rs.require_podman()
     src = Path(os.environ.get("CNI_BRIDGE_BIN") or ROOT / "build" / "bin")
     if not (src / "bridge").exists():
         pytest.skip(f"{src}/bridge is missing: run scripts/build first")
@@ -120,10 +46,10 @@ def pm(tmp_path_factory):
     build = base / "build"
     shutil.copytree(src, build, symlinks=True)
     plugins = base / "opt-cni-bin"
-    res = sh(ROOT / "scripts" / "install", plugins, env={**os.environ, "CNI_BRIDGE_BIN": str(build)}, timeout=300)
+    res = sh(ROOT / "scripts" / "install", plugins, "--bin-dir", "", env={**os.environ, "CNI_BRIDGE_BIN": str(build)}, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     had_containers_cache = CONTAINERS_CACHE.exists()
-    podman = Podman(base, plugins, secrets.token_hex(3), free_subnet(pytest.skip))
+    podman = rs.Podman(base, plugins, secrets.token_hex(3), free_subnet(pytest.skip))
     try:
         rs.build_tarball(base / "rootfs.tar")
         res = sh("podman", "--root", podman.root, "--runroot", podman.runroot, "--storage-driver", "vfs",
@@ -136,7 +62,7 @@ def pm(tmp_path_factory):
         _teardown(podman, had_containers_cache)
 
 
-def _teardown(podman: Podman, had_containers_cache: bool) -> None:
+def _teardown(podman: rs.Podman, had_containers_cache: bool) -> None:
     podman("rm", "--all", "--force", "--time", "0", check=False, timeout=180)
     # podman's own netns files of our containers, if a removal failed half way
     for path in podman.sandboxes.values():

@@ -4,8 +4,9 @@
 - the same config through our bridge and the reference bridge gives results of the same
   shape and the same kernel state;
 - our bridge with the reference host-local as its IPAM (found first in CNI_PATH);
-- a chain run by hand as libcni runs a conflist: our bridge, then the reference portmap,
-  firewall and tuning, each with the previous result as prevResult; DEL in reverse.
+- a conflist run as libcni runs it, by the runtime module of the cni-bridge command: our
+  bridge, then the reference portmap, firewall and tuning, each with the previous result as
+  prevResult; DEL in reverse with the cached result.
 """
 
 import copy
@@ -13,6 +14,7 @@ import copy
 import pytest
 
 from bridge_rig import NETWORK, outside_namespace, REFERENCE_DIR, SUBNET4, SUBNET6, run
+from cni_bridge.cli.runtime import NetworkList, Runtime, RuntimeConf
 
 pytestmark = pytest.mark.privileged
 
@@ -159,58 +161,34 @@ def test_reference_host_local_refusing_our_version_fails_cleanly(rig):
 # ---- a chain: our bridge, reference portmap, firewall, tuning -----------------------------------
 
 
-
-def _plugin_conf(plugin: dict, cni_version: str, runtime_config: dict, prev_result: dict | None) -> dict:
-    """What libcni sends one plugin of a conflist: its section, the list's name and version,
-    runtimeConfig for the capabilities it declares, and the previous result."""
-    conf = {"cniVersion": cni_version, "name": NETWORK, **plugin}
-    caps = {k for k, on in plugin.get("capabilities", {}).items() if on}
-    rc = {k: v for k, v in runtime_config.items() if k in caps}
-    if rc:
-        conf["runtimeConfig"] = rc
-    if prev_result is not None:
-        conf["prevResult"] = prev_result
-    return conf
-
-
-def test_chain_bridge_portmap_firewall_tuning(rig):
+def test_chain_bridge_portmap_firewall_tuning(rig, tmp_path):
+    """The list run by the runtime module (cni_bridge/cli/runtime.py, the suite's one libcni
+    implementation) in the rig's host namespace: ours first in CNI_PATH, then the reference."""
     cni_version = "1.0.0"  # the reference 1.1.1 plugins' newest (firewall: 0.4.0 and 1.0.0)
     conf = rig.conf(ranges=[[SUBNET4], [SUBNET6]], isDefaultGateway=True, ipMasq=True)
     bridge = {k: v for k, v in conf.items() if k not in ("cniVersion", "name")}
-    plugins = [
+    net = NetworkList.from_dict({"cniVersion": cni_version, "name": NETWORK, "plugins": [
         bridge,
         {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
         {"type": "firewall", "backend": "iptables"},
         {"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.arp_notify": "1"}},
-    ]
-    runtime_config = {"portMappings": [{"hostPort": 18080, "containerPort": 8080, "protocol": "tcp"}]}
+    ]})
+    runtime = Runtime([rig.bin_dir, REFERENCE_DIR], tmp_path / "cache", exec_prefix=["ip", "netns", "exec", rig.host.name])
     c = rig.container()
     o = outside_namespace(rig)
+    attachment = RuntimeConf("ctr1", c.path, "eth0", capability_args={
+        "portMappings": [{"hostPort": 18080, "containerPort": 8080, "protocol": "tcp"}]})
 
-    def call(plugin, command, prev):
-        conf = _plugin_conf(plugin, cni_version, runtime_config, prev)
-        if plugin["type"] == "bridge":
-            return rig.exec(command, conf, c)
-        return run_reference(rig, plugin["type"], command, conf, c)
-
-    result = None
-    for plugin in plugins:
-        res = call(plugin, "ADD", result)
-        assert res.code == 0, (plugin["type"], res)
-        assert res.out["cniVersion"] == cni_version
-        result = res.out
+    result = runtime.add(net, attachment)
+    assert result["cniVersion"] == cni_version
     # Each plugin passed the bridge's interfaces and addresses on.
     assert [i["name"] for i in result["interfaces"]][::2] == [rig.bridge, "eth0"]
     assert result["ips"][0]["address"] == "10.99.0.2/24"
     assert c.sysctl("net.ipv4.conf.eth0.arp_notify") == "1"
 
-    for plugin in plugins:
-        if plugin["type"] == "portmap":
-            # The reference portmap 1.1.1's CHECK looks for its IPv4 rules among the IPv6 ones
-            # and fails whatever the state (containernetworking/plugins#819, fixed later).
-            continue
-        res = call(plugin, "CHECK", result)
-        assert res.code == 0, (plugin["type"], res)
+    # The reference portmap 1.1.1's CHECK looks for its IPv4 rules among the IPv6 ones and
+    # fails whatever the state (containernetworking/plugins#819, fixed later).
+    runtime.check(net.without("portmap"), attachment)
 
     # The published port reaches the container from outside the host, and from the host.
     assert rig.tcp(o, c, "192.168.250.1", port=18080, bind="0.0.0.0", server_port=8080) == \
@@ -219,10 +197,9 @@ def test_chain_bridge_portmap_firewall_tuning(rig):
     rules = rig.iptables_save()
     assert "10.99.0.2" in rules and "18080" in rules
 
-    for plugin in reversed(plugins):
-        res = call(plugin, "DEL", result)
-        assert res.code == 0, (plugin["type"], res)
+    runtime.delete(net, attachment)  # in reverse, with the cached result
     rig.assert_no_attachment(c, others=1)  # the outside link is a veth too
     assert rig.nft_elements() == set() and rig.leases() == {}
     rules = rig.iptables_save()
     assert "10.99.0.2" not in rules and "18080" not in rules, rules
+    assert runtime.cached_attachments() == []
