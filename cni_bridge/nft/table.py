@@ -400,12 +400,14 @@ def _batch(family: str, changes: list[tuple[int, int, Element]], genid: int | No
     _socket().send_batch(messages, what)
 
 
-def add(layout_of, new: list[Element], restore=None) -> None:
+def add(layout_of, new: list[Element], restore=None, check=None) -> None:
     """Add an attachment's elements, with the layout they depend on intact.
 
     layout_of(elements) -> Layout: the layout the given elements need. restore() -> the
     elements of every attachment that still exists: whenever the layout has to be written
-    again, they are put back too, in case the table or a set was lost with them.
+    again, they are put back too, in case the table or a set was lost with them. check() ->
+    raises CNIError when the elements must not go in (a port another attachment holds, say);
+    it runs after the generation is read, so what it saw cannot change before the batch.
     """
     if not new:
         return
@@ -414,6 +416,8 @@ def add(layout_of, new: list[Element], restore=None) -> None:
     creates = [(nfnl.NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL, e) for e in new]
     for _ in range(_TRIES):
         genid, rules = _generation_and_rules(family)
+        if check is not None:
+            check()
         if _compare(layout, rules):
             break
         try:
@@ -425,15 +429,17 @@ def add(layout_of, new: list[Element], restore=None) -> None:
             if err.errno in (ENOENT, EEXIST):
                 break  # a set or chain is missing, or an element is there already
             raise _failed(err) from None
-    _write_with_elements(layout_of, new, restore)
+    _write_with_elements(layout_of, new, restore, check)
 
 
-def _write_with_elements(layout_of, new: list[Element], restore) -> None:
+def _write_with_elements(layout_of, new: list[Element], restore, check) -> None:
     """Write the layout (for our elements and any restored ones), then our elements,
     replacing what the kernel holds under their keys (a stale owner, say)."""
     restored = [e for e in (restore() if restore else []) if e.key not in {n.key for n in new}]
     layout = layout_of(new + restored)
     write_layout(layout)
+    if check is not None:
+        check()
     changes = [(nfnl.NFT_MSG_DELSETELEM, 0, old) for old in lookup(layout.family, new) if old is not None]
     changes += [(nfnl.NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL, e) for e in new]
     try:

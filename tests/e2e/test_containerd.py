@@ -77,7 +77,8 @@ def bin_dir() -> Path:
     missing = [name for name in ("bridge", "host-local", "loopback") if not (src / name).exists()]
     if missing:
         pytest.skip(f"{src} has no {', '.join(missing)}: run scripts/build first")
-    others = sorted(p.name for p in src.iterdir() if p.name != ".cni-bridge" and p.name not in PLUGINS)
+    ours = {".cni-bridge", "cni-bridge", *PLUGINS}  # the bundle, the command, the plugins
+    others = sorted(p.name for p in src.iterdir() if p.name not in ours)
     assert not others, f"{src} holds more than our build: {others}"
     return src
 
