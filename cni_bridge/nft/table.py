@@ -59,14 +59,18 @@ class Layout:
     chains: chain name -> its chain object (with type, hook and priority for a base chain).
     rules: chain name -> [(tag, rule object)], in order; every rule's comment is its tag,
     and a chain whose rules' tags differ from these is damaged.
+    syntax_objects: objects in nft syntax ("add map ..."), for what libnftables 1.0's JSON
+    input cannot describe (a map whose data is a concatenation: its parser refuses the type).
+    They are added first, in a transaction of their own; re-adding changes nothing.
     """
 
     def __init__(self, family: str, objects: list[dict], chains: dict[str, dict],
-                 rules: dict[str, list[tuple[str, dict]]]):
+                 rules: dict[str, list[tuple[str, dict]]], syntax_objects: list[str] = ()):
         self.family = family
         self.objects = objects
         self.chains = chains
         self.rules = rules
+        self.syntax_objects = list(syntax_objects)
 
     def tags(self, chain: str) -> list[str]:
         return [tag for tag, _ in self.rules.get(chain, [])]
@@ -219,9 +223,14 @@ class _Libnftables:
         lib.nft_ctx_buffer_output(self.ctx)
         lib.nft_ctx_buffer_error(self.ctx)
 
-    def run(self, commands: list[dict]) -> tuple[int, str]:
-        batch = {"nftables": [{"metainfo": {"json_schema_version": 1}}, *commands]}
-        rc = self.lib.nft_run_cmd_from_buffer(self.ctx, wire.dumps(batch))
+    def run(self, commands: list[dict] | str) -> tuple[int, str]:
+        """One transaction: JSON commands, or nft syntax (which the JSON parser hands on to
+        the nft parser)."""
+        if isinstance(commands, str):
+            batch = commands.encode()
+        else:
+            batch = wire.dumps({"nftables": [{"metainfo": {"json_schema_version": 1}}, *commands]})
+        rc = self.lib.nft_run_cmd_from_buffer(self.ctx, batch)
         err = self.lib.nft_ctx_get_error_buffer(self.ctx) or b""
         return rc, err.decode(errors="replace").strip()
 
@@ -237,6 +246,11 @@ def write_layout(layout: Layout) -> None:
     global _libnftables
     if _libnftables is None:
         _libnftables = _Libnftables()
+    if layout.syntax_objects:
+        table = f"add table {layout.family} {TABLE}"
+        rc, err = _libnftables.run("\n".join([table, *layout.syntax_objects]))
+        if rc != 0:
+            raise errors.CNIError(errors.INTERNAL, "nftables: cannot set up our table", err)
     err = ""
     for _ in range(_TRIES):
         rc, err = _libnftables.run(layout.commands(set(chain_uses(layout.family))))
