@@ -1,5 +1,5 @@
 """nfnetlink message tables: nf_tables (generations, chains, rules, set elements) and
-conntrack, for kernel/netlink.py's codec.
+conntrack (a dump filtered by the kernel, a delete by tuple), for kernel/netlink.py's codec.
 
 nfnetlink's family header is struct nfgenmsg: the address family, a version, and a
 resource id in network order (the subsystem for a batch's BEGIN). Integers in nfnetlink
@@ -105,10 +105,21 @@ CT_TUPLE = Attrs({
     "CTA_TUPLE_PROTO": (2, CT_PROTO, "nested"),
     "CTA_TUPLE_ZONE": (3, "be16"),
 })
+# What a dump compares with the original tuple: CTA_FILTER_FLAG(CTA_PROTO_NUM) and
+# CTA_FILTER_FLAG(CTA_PROTO_DST_PORT) (flags in host order).
+CT_FILTER = Attrs({
+    "CTA_FILTER_ORIG_FLAGS": (1, "u32"),
+    "CTA_FILTER_REPLY_FLAGS": (2, "u32"),
+})
+CTA_FILTER_PROTO_NUM = 1 << 3
+CTA_FILTER_PROTO_DST_PORT = 1 << 5
 CT = Attrs({
     "CTA_TUPLE_ORIG": (1, CT_TUPLE, "nested"),
     "CTA_TUPLE_REPLY": (2, CT_TUPLE, "nested"),
+    "CTA_STATUS": (3, "be32"),
+    "CTA_ID": (12, "be32"),
     "CTA_ZONE": (18, "be16"),
+    "CTA_FILTER": (25, CT_FILTER, "nested"),
 })
 CT_MSG = MessageType(*_NFGENMSG, CT)
 
@@ -195,3 +206,37 @@ def udata_find_comment(udata: bytes | None) -> str:
             return udata[pos + 2:pos + 2 + length].split(b"\0", 1)[0].decode(errors="replace")
         pos += 2 + length
     return ""
+
+
+# ---- conntrack requests ---------------------------------------------------------------------
+
+
+def conntrack_dump_request(family: int, protocol: int, dst_port: int) -> bytes:
+    """A dump of the entries of `family` (NFPROTO_IPV4 or NFPROTO_IPV6) whose original
+    direction is `protocol` to `dst_port`, filtered by the kernel (Linux 5.8 and later; an
+    older kernel ignores the filter and sends every entry, so the caller filters again)."""
+    wanted = [("CTA_TUPLE_PROTO", [("CTA_PROTO_NUM", protocol), ("CTA_PROTO_DST_PORT", dst_port)])]
+    flags = CTA_FILTER_PROTO_NUM | CTA_FILTER_PROTO_DST_PORT
+    return CT_MSG.message(ct_type(IPCTNL_MSG_CT_GET), NLM_F_DUMP, {"family": family},
+                          [("CTA_TUPLE_ORIG", wanted), ("CTA_FILTER", [("CTA_FILTER_ORIG_FLAGS", flags)])])
+
+
+def conntrack_delete_request(family: int, orig: dict, entry_id: int | None = None, zone: int | None = None) -> bytes:
+    """Delete the one entry whose original tuple is `orig` (CTA_TUPLE_ORIG as decoded from a
+    dump: addresses, protocol and both ports), and whose id is `entry_id` when given.
+
+    A delete without a tuple flushes the whole table, so an incomplete tuple is a
+    ValueError here rather than a message."""
+    ip, proto = orig.get("CTA_TUPLE_IP") or {}, orig.get("CTA_TUPLE_PROTO") or {}
+    names = ("CTA_IP_V4_SRC", "CTA_IP_V4_DST") if family == NFPROTO_IPV4 else ("CTA_IP_V6_SRC", "CTA_IP_V6_DST")
+    ports = ("CTA_PROTO_NUM", "CTA_PROTO_SRC_PORT", "CTA_PROTO_DST_PORT")
+    if family not in (NFPROTO_IPV4, NFPROTO_IPV6) or any(ip.get(n) is None for n in names) or any(
+            proto.get(n) is None for n in ports):
+        raise ValueError(f"a conntrack delete needs a whole tuple, not {orig!r}")
+    attrs = [("CTA_TUPLE_ORIG", [("CTA_TUPLE_IP", [(n, ip[n]) for n in names]),
+                                 ("CTA_TUPLE_PROTO", [(n, proto[n]) for n in ports])])]
+    if entry_id is not None:
+        attrs.append(("CTA_ID", entry_id))
+    if zone:
+        attrs.append(("CTA_ZONE", zone))
+    return CT_MSG.message(ct_type(IPCTNL_MSG_CT_DELETE), 0, {"family": family}, attrs)
