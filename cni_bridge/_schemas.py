@@ -106,3 +106,29 @@ LOOPBACK_CONF = ('typed-dict', {
     'runtimeConfig': (False, RUNTIME_CONFIG),
     'prevResult': (False, ('dict',)),
 })
+PORT_MAPPING = ('typed-dict', {
+    'hostPort': (True, ('int', 1, 65535)),
+    'containerPort': (True, ('int', 1, 65535)),
+    'protocol': (False, ('str', None, None)),
+    'hostIP': (False, ('str', None, None)),
+})
+PORTMAP_RUNTIME_CONFIG = ('typed-dict', {
+    'portMappings': (False, ('list', PORT_MAPPING, None)),
+})
+PORTMAP_CONF = ('typed-dict', {
+    'cniVersion': (False, ('str', None, None)),
+    'name': (True, ('str', None, None)),
+    'type': (True, ('str', None, None)),
+    'args': (False, ARGS),
+    'runtimeConfig': (False, PORTMAP_RUNTIME_CONFIG),
+    'prevResult': (False, ('dict',)),
+    'cni.dev/valid-attachments': (False, ('list', ATTACHMENT, None)),
+    'cni.dev/attachments': (False, ('list', ATTACHMENT, None)),
+    'snat': (False, ('bool',)),
+    'masqAll': (False, ('bool',)),
+    'backend': (False, ('literal', ('iptables', 'nftables'))),
+    'markMasqBit': (False, ('int', 0, 31)),
+    'externalSetMarkChain': (False, ('str', None, None)),
+    'conditionsV4': (False, ('list', ('str', None, None), None)),
+    'conditionsV6': (False, ('list', ('str', None, None), None)),
+})

@@ -38,6 +38,10 @@ RouteMtu = Annotated[int, Field(ge=0, le=65520)]
 RouteAdvmss = Annotated[int, Field(ge=0, le=65495)]
 # rtm_scope is a u8; IPv4 refuses 255 (RT_SCOPE_NOWHERE).
 RouteScope = Annotated[int, Field(ge=0, le=254)]
+# A TCP, UDP or SCTP port in an nftables inet_service; 0 is no port.
+Port = Annotated[int, Field(ge=1, le=65535)]
+# A bit of the 32-bit packet mark (the reference's iptables backend; accepted, unused).
+MarkBit = Annotated[int, Field(ge=0, le=31)]
 
 
 @with_config(LOOSE)
@@ -170,7 +174,37 @@ class LoopbackConf(_Common):
     """loopback has no options of its own: the common keys, and a prevResult it passes on."""
 
 
+@with_config(LOOSE)
+class PortMapping(TypedDict):
+    hostPort: Port
+    containerPort: Port
+    protocol: NotRequired[str]
+    hostIP: NotRequired[str]
+
+
+@with_config(LOOSE)
+class PortmapRuntimeConfig(TypedDict):
+    portMappings: NotRequired[list[PortMapping]]
+
+
+@with_config(LOOSE)
+class PortmapConf(_Common, _GC):
+    """portmap's options; its runtimeConfig carries the capability portMappings."""
+
+    runtimeConfig: NotRequired[PortmapRuntimeConfig]
+    snat: NotRequired[bool]
+    masqAll: NotRequired[bool]
+    # Accepted for compatibility with the reference; our rules are nftables whatever they say.
+    backend: NotRequired[Literal["iptables", "nftables"]]
+    markMasqBit: NotRequired[MarkBit]
+    externalSetMarkChain: NotRequired[str]
+    # nft syntax, as tokens (cni_bridge/nft/portmap.py parses them)
+    conditionsV4: NotRequired[list[str]]
+    conditionsV6: NotRequired[list[str]]
+
+
 # What the plugins validate with: each entry becomes the constant of that name in
 # cni_bridge/_schemas.py (`python -m cni_bridge.schemagen` after any change here).
-MODELS = {"HOST_LOCAL_CONF": HostLocalConf, "BRIDGE_CONF": BridgeConf, "LOOPBACK_CONF": LoopbackConf}
+MODELS = {"HOST_LOCAL_CONF": HostLocalConf, "BRIDGE_CONF": BridgeConf, "LOOPBACK_CONF": LoopbackConf,
+          "PORTMAP_CONF": PortmapConf}
 
