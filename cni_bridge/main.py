@@ -20,6 +20,7 @@ PLUGINS = {
     "bridge": "cni_bridge.plugins.bridge",
     "host-local": "ipam.host_local",
     "loopback": "cni_bridge.plugins.loopback",
+    "portmap": "cni_bridge.plugins.portmap",
 }
 IPAM_PLUGINS = {"host-local"}  # the rest are main or meta plugins: never an IPAM type
 
