@@ -3,9 +3,10 @@ not load what it does not need. Each runs in a fresh interpreter started without
 the frozen build runs), so that nothing the environment preloads hides an import of ours,
 and the modules it loaded are compared with what is forbidden to it.
 
-loopback and bridge need network namespaces: their children run under `unshare --user
---map-root-user --net`, in namespaces of their own that end with them (no root needed).
-The bridge's container is a second namespace held by a `sleep` the child starts and stops.
+loopback, bridge and portmap need network namespaces: their children run under `unshare
+--user --map-root-user --net`, in namespaces of their own that end with them (no root
+needed). The bridge's container is a second namespace held by a `sleep` the child starts
+and stops; portmap's gets a link that routes to its container's address.
 """
 
 import ast
@@ -30,6 +31,9 @@ FORBIDDEN = {
     "loopback": [*ALWAYS_FORBIDDEN, "ipam", "cni_bridge.nft", "cni_bridge.plugins.bridge"],
     # ctypes: setns (Python 3.11 has no os.setns); hashlib only for overlong names
     "bridge": [*ALWAYS_FORBIDDEN, "cni_bridge.plugins.loopback", "hashlib"],
+    # hashlib only for conditions (which this config has none of)
+    "portmap": [*ALWAYS_FORBIDDEN, "ipam", "cni_bridge.plugins.bridge", "cni_bridge.plugins.loopback",
+                "cni_bridge.nft.masq", "cni_bridge.nft.spoof", "hashlib"],
 }
 
 _COMMANDS = r"""
@@ -72,6 +76,16 @@ ip link set lo up
 "$@" "/proc/$holder/ns/net" "$CONF"
 """
 
+# portmap's "node": a link that holds the route to the container's address (route_localnet
+# is set on it), in the child's own namespace.
+_WITH_ROUTE = r"""
+ip link set lo up
+ip link add ib0 type bridge
+ip addr add 10.0.0.1/24 dev ib0
+ip link set ib0 up
+"$@" /nonexistent "$CONF"
+"""
+
 
 def _conf(plugin: str, data_dir: Path) -> str:
     ipam = ('{"type": "host-local", "dataDir": "%s", "ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "fd00::/64"}]], '
@@ -80,6 +94,12 @@ def _conf(plugin: str, data_dir: Path) -> str:
         return '{"cniVersion": "1.1.0", "name": "net1", "type": "host-local", "ipam": %s}' % ipam
     if plugin == "loopback":
         return '{"cniVersion": "1.1.0", "name": "lo-net", "type": "loopback"}'
+    if plugin == "portmap":
+        prev = ('{"cniVersion": "1.1.0", "interfaces": [{"name": "eth0", "sandbox": "/x"}], "ips": '
+                '[{"address": "10.0.0.2/24", "interface": 0}, {"address": "fd00::2/64", "interface": 0}]}')
+        mappings = '[{"hostPort": 8080, "containerPort": 80}, {"hostPort": 53, "containerPort": 53, "protocol": "udp"}]'
+        return ('{"cniVersion": "1.1.0", "name": "net1", "type": "portmap", "runtimeConfig": {"portMappings": %s}, '
+                '"prevResult": %s}') % (mappings, prev)
     return ('{"cniVersion": "1.1.0", "name": "net1", "type": "bridge", "bridge": "ib0", "isGateway": true, '
             '"ipMasq": true, "hairpinMode": true, "ipam": %s}') % ipam
 
@@ -104,6 +124,8 @@ def child(request, tmp_path_factory):
         cmd = [*python, "/x", conf]
     elif plugin == "loopback":
         cmd = [*_private_namespaces(), *python, "/proc/self/ns/net", conf]
+    elif plugin == "portmap":
+        cmd = [*_private_namespaces(), "sh", "-c", _WITH_ROUTE, "sh", *python]
     else:
         cmd = [*_private_namespaces(), "sh", "-c", _WITH_CONTAINER, "sh", *python]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
@@ -118,7 +140,8 @@ def _loaded(modules: set[str], module: str) -> list[str]:
 
 def test_the_commands_worked(child):
     plugin, code, out, _, _ = child
-    expected = {"host-local": '"10.0.0.2/24"', "loopback": '"127.0.0.1/8"', "bridge": '"10.0.0.2/24"'}[plugin]
+    expected = {"host-local": '"10.0.0.2/24"', "loopback": '"127.0.0.1/8"', "bridge": '"10.0.0.2/24"',
+                "portmap": '"10.0.0.2/24"'}[plugin]
     assert code == 0 and expected in out
 
 
@@ -138,4 +161,4 @@ def test_the_check_sees_an_import(child):
     """The children do report what they load: our own plugin module is among it."""
     plugin, _, _, _, after = child
     assert {"host-local": "ipam.host_local", "loopback": "cni_bridge.plugins.loopback",
-            "bridge": "cni_bridge.plugins.bridge"}[plugin] in after
+            "bridge": "cni_bridge.plugins.bridge", "portmap": "cni_bridge.plugins.portmap"}[plugin] in after

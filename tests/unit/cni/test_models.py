@@ -25,6 +25,8 @@ HOST_LOCAL = {
     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.0.0.0/24"}]]},
 }
 BRIDGE = {"cniVersion": "1.1.0", "name": "net1", "type": "bridge", "bridge": "cni0", "ipam": {"type": "host-local"}}
+PORTMAP = {"cniVersion": "1.1.0", "name": "net1", "type": "portmap",
+           "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80}]}}
 
 
 def with_changes(base: dict, path, value) -> dict:
@@ -122,6 +124,9 @@ KERNEL_RANGES = [
     ("BRIDGE_CONF", BRIDGE, "vlanTrunk.0.id", 1, 4094),  # bridge VLAN ids
     ("BRIDGE_CONF", BRIDGE, "vlanTrunk.0.minID", 1, 4094),
     ("BRIDGE_CONF", BRIDGE, "vlanTrunk.0.maxID", 1, 4094),
+    ("PORTMAP_CONF", PORTMAP, "runtimeConfig.portMappings.0.hostPort", 1, 65535),  # an inet_service; 0 is no port
+    ("PORTMAP_CONF", PORTMAP, "runtimeConfig.portMappings.0.containerPort", 1, 65535),
+    ("PORTMAP_CONF", PORTMAP, "markMasqBit", 0, 31),  # a bit of the 32-bit mark (the reference's; unused)
 ]
 
 

@@ -1,4 +1,4 @@
-"""Our nfnetlink codec (nf_tables) against pyroute2's message classes, the oracle: the
+"""Our nfnetlink codec (nf_tables, conntrack) against pyroute2's message classes, the oracle: the
 requests the plugins send are decoded by pyroute2 into what we meant, and replies recorded
 from a real kernel are decoded by both and compared. No root needed.
 
@@ -7,11 +7,12 @@ pyroute2 does not set NLA_F_NESTED on nested attributes inside elements, where l
 """
 
 import pytest
-from pyroute2.netlink.nfnetlink import nftsocket
+from pyroute2.netlink.nfnetlink import nfctsocket, nftsocket
 
+import conntrack_replies
 import nft_replies
 from cni_bridge.kernel import nfnl
-from cni_bridge.kernel.netlink import HEADER
+from cni_bridge.kernel.netlink import HEADER, NLM_F_DUMP, NLM_F_REQUEST
 
 
 def pyroute2_decode(cls, message: bytes):
@@ -163,4 +164,98 @@ def _pyroute2_ids(nla_class) -> dict[str, int]:
 ], ids=lambda table: getattr(table, "__name__", "ours"))
 def test_attribute_ids_agree(ours, theirs):
     pyroute2_ids = _pyroute2_ids(theirs)
+    assert {name: entry[1] for name, entry in ours.by_name.items()} == {name: pyroute2_ids[name] for name in ours.by_name}
+
+
+# ---- conntrack ---------------------------------------------------------------------------
+
+
+def test_conntrack_dump_request_as_pyroute2_builds_it():
+    """The filtered dump is the one pyroute2's NFCTSocket.dump(tuple_orig=...) sends."""
+    filtered = nfctsocket.NFCTAttrTuple(proto=17, dport=5353)
+    filtered.attrs()  # computes .flags, as NFCTSocket.dump does
+    theirs = nfctsocket.nfct_msg.create_from(tuple_orig=filtered,
+                                             cta_filter={"attrs": [["CTA_FILTER_ORIG_FLAGS", filtered.flags]]})
+    theirs["nfgen_family"] = nfnl.NFPROTO_IPV4
+    theirs["header"]["type"] = nfnl.ct_type(nfnl.IPCTNL_MSG_CT_GET)
+    theirs["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+    theirs.encode()
+    ours = nfnl.conntrack_dump_request(nfnl.NFPROTO_IPV4, 17, 5353)
+    mine, other = pyroute2_decode(nfctsocket.nfct_msg, ours), pyroute2_decode(nfctsocket.nfct_msg, bytes(theirs.data))
+    assert plain(mine) == plain(other) == [
+        ("CTA_TUPLE_ORIG", [("CTA_TUPLE_PROTO", [("CTA_PROTO_NUM", 17), ("CTA_PROTO_DST_PORT", 5353)])]),
+        ("CTA_FILTER", [("CTA_FILTER_ORIG_FLAGS", nfctsocket.FILTER_FLAG_CTA_PROTO_NUM
+                         | nfctsocket.FILTER_FLAG_CTA_PROTO_DST_PORT)]),
+    ]
+    assert (mine["header"]["type"], mine["nfgen_family"]) == (1 << 8 | 1, nfnl.NFPROTO_IPV4)
+    assert mine["header"]["flags"] & NLM_F_DUMP == NLM_F_DUMP
+
+
+@pytest.mark.parametrize("family, src, dst", [(nfnl.NFPROTO_IPV4, "10.0.0.1", "10.0.0.2"),
+                                              (nfnl.NFPROTO_IPV6, "fd00::1", "fd00::2")])
+def test_conntrack_delete_request_as_pyroute2_builds_it(family, src, dst):
+    """A delete names the entry's whole original tuple, like pyroute2's entry("del", ...)."""
+    orig = {"CTA_TUPLE_IP": {("CTA_IP_V4_SRC" if family == 2 else "CTA_IP_V6_SRC"): src,
+                             ("CTA_IP_V4_DST" if family == 2 else "CTA_IP_V6_DST"): dst},
+            "CTA_TUPLE_PROTO": {"CTA_PROTO_NUM": 17, "CTA_PROTO_SRC_PORT": 1111, "CTA_PROTO_DST_PORT": 5353}}
+    ours = pyroute2_decode(nfctsocket.nfct_msg, nfnl.conntrack_delete_request(family, orig, entry_id=77))
+    tuple_orig = nfctsocket.NFCTAttrTuple(family=10 if family == nfnl.NFPROTO_IPV6 else 2, saddr=src, daddr=dst,
+                                          proto=17, sport=1111, dport=5353)
+    theirs = nfctsocket.nfct_msg.create_from(tuple_orig=tuple_orig, id=77)
+    theirs.encode()
+    assert plain(ours) == plain(pyroute2_decode(nfctsocket.nfct_msg, bytes(theirs.data)))
+    assert ours["header"]["type"] == 1 << 8 | 2 and ours["nfgen_family"] == family
+
+
+def test_conntrack_delete_refuses_an_incomplete_tuple():
+    """A delete without a tuple would flush every entry: it is never built."""
+    complete = {"CTA_TUPLE_IP": {"CTA_IP_V4_SRC": "10.0.0.1", "CTA_IP_V4_DST": "10.0.0.2"},
+                "CTA_TUPLE_PROTO": {"CTA_PROTO_NUM": 17, "CTA_PROTO_SRC_PORT": 1, "CTA_PROTO_DST_PORT": 2}}
+    for broken in ({}, {**complete, "CTA_TUPLE_IP": {"CTA_IP_V4_SRC": "10.0.0.1"}},
+                   {**complete, "CTA_TUPLE_PROTO": {"CTA_PROTO_NUM": 17, "CTA_PROTO_DST_PORT": 2}}):
+        with pytest.raises(ValueError, match="whole tuple"):
+            nfnl.conntrack_delete_request(nfnl.NFPROTO_IPV4, broken)
+    with pytest.raises(ValueError):  # the IPv4 tuple for an IPv6 entry
+        nfnl.conntrack_delete_request(nfnl.NFPROTO_IPV6, complete)
+    nfnl.conntrack_delete_request(nfnl.NFPROTO_IPV4, complete)
+
+
+@pytest.mark.parametrize("recorded, family, expected", [
+    (conntrack_replies.DUMP_IPV4, 2, [("10.0.0.1", "10.0.0.2", 1111, 0), ("10.0.0.3", "10.0.0.2", 1112, 7)]),
+    (conntrack_replies.DUMP_IPV6, 10, [("fd00::1", "fd00::2", 1111, 0)]),
+])
+def test_recorded_conntrack_entries(recorded, family, expected):
+    found = []
+    for hexed in recorded:
+        data = bytes.fromhex(hexed)
+        header, ours = nfnl.CT_MSG.decode(data)
+        theirs = pyroute2_decode(nfctsocket.nfct_msg, data)
+        mine = nfctsocket.NFCTAttrTuple.from_netlink(family, theirs.get_attr("CTA_TUPLE_ORIG"))
+        ip, proto = ours["CTA_TUPLE_ORIG"]["CTA_TUPLE_IP"], ours["CTA_TUPLE_ORIG"]["CTA_TUPLE_PROTO"]
+        v = "V4" if family == 2 else "V6"
+        assert (ip[f"CTA_IP_{v}_SRC"], ip[f"CTA_IP_{v}_DST"]) == (mine.saddr, mine.daddr)
+        assert (proto["CTA_PROTO_NUM"], proto["CTA_PROTO_SRC_PORT"], proto["CTA_PROTO_DST_PORT"]) == (
+            mine.proto, mine.sport, mine.dport)
+        assert ours["CTA_ID"] == theirs.get_attr("CTA_ID") and ours.get("CTA_ZONE") == theirs.get_attr("CTA_ZONE")
+        assert ours["CTA_STATUS"] == theirs.get_attr("CTA_STATUS") and header["family"] == family
+        # What a delete of this entry carries: its own tuple and id.
+        request = pyroute2_decode(nfctsocket.nfct_msg, nfnl.conntrack_delete_request(
+            family, ours["CTA_TUPLE_ORIG"], ours["CTA_ID"], ours.get("CTA_ZONE")))
+        wanted = nfctsocket.NFCTAttrTuple.from_netlink(family, request.get_attr("CTA_TUPLE_ORIG"))
+        assert (wanted.saddr, wanted.daddr, wanted.sport, wanted.dport) == (mine.saddr, mine.daddr, mine.sport, mine.dport)
+        assert request.get_attr("CTA_ID") == ours["CTA_ID"] and request.get_attr("CTA_ZONE") == ours.get("CTA_ZONE")
+        found.append((mine.saddr, mine.daddr, mine.sport, ours.get("CTA_ZONE", 0)))
+    assert sorted(found) == expected
+
+
+@pytest.mark.parametrize("ours, theirs", [
+    (nfnl.CT, nfctsocket.nfct_msg),
+    (nfnl.CT_TUPLE, nfctsocket.nfct_msg.cta_tuple),
+    (nfnl.CT_IP, nfctsocket.nfct_msg.cta_tuple.cta_ip),
+    (nfnl.CT_PROTO, nfctsocket.nfct_msg.cta_tuple.cta_proto),
+    (nfnl.CT_FILTER, nfctsocket.nfct_msg.cta_filter),
+], ids=["ct", "tuple", "ip", "proto", "filter"])
+def test_conntrack_attribute_ids_agree(ours, theirs):
+    # pyroute2 lacks CTA_TUPLE_ZONE: 3 in linux/netfilter/nfnetlink_conntrack.h
+    pyroute2_ids = {**_pyroute2_ids(theirs), "CTA_TUPLE_ZONE": 3}
     assert {name: entry[1] for name, entry in ours.by_name.items()} == {name: pyroute2_ids[name] for name in ours.by_name}
