@@ -5,11 +5,12 @@
   shape and the same kernel state;
 - our bridge with the reference host-local as its IPAM (found first in CNI_PATH);
 - a conflist run as libcni runs it, by the runtime module of the cni-bridge command: our
-  bridge, then the reference portmap, firewall and tuning, each with the previous result as
-  prevResult; DEL in reverse with the cached result.
+  bridge and portmap, then the reference firewall and tuning, each with the previous result
+  as prevResult; DEL in reverse with the cached result.
 """
 
 import copy
+import json
 
 import pytest
 
@@ -158,12 +159,13 @@ def test_reference_host_local_refusing_our_version_fails_cleanly(rig):
     assert rig.nft_elements() == set()
 
 
-# ---- a chain: our bridge, reference portmap, firewall, tuning -----------------------------------
+# ---- a chain: our bridge and portmap, reference firewall and tuning ------------------------------
 
 
 def test_chain_bridge_portmap_firewall_tuning(rig, tmp_path):
     """The list run by the runtime module (cni_bridge/cli/runtime.py, the suite's one libcni
-    implementation) in the rig's host namespace: ours first in CNI_PATH, then the reference."""
+    implementation) in the rig's host namespace: ours first in CNI_PATH (bridge, portmap),
+    then the reference (firewall, tuning)."""
     cni_version = "1.0.0"  # the reference 1.1.1 plugins' newest (firewall: 0.4.0 and 1.0.0)
     conf = rig.conf(ranges=[[SUBNET4], [SUBNET6]], isDefaultGateway=True, ipMasq=True)
     bridge = {k: v for k, v in conf.items() if k not in ("cniVersion", "name")}
@@ -186,20 +188,19 @@ def test_chain_bridge_portmap_firewall_tuning(rig, tmp_path):
     assert result["ips"][0]["address"] == "10.99.0.2/24"
     assert c.sysctl("net.ipv4.conf.eth0.arp_notify") == "1"
 
-    # The reference portmap 1.1.1's CHECK looks for its IPv4 rules among the IPv6 ones and
-    # fails whatever the state (containernetworking/plugins#819, fixed later).
-    runtime.check(net.without("portmap"), attachment)
+    runtime.check(net, attachment)
 
     # The published port reaches the container from outside the host, and from the host.
     assert rig.tcp(o, c, "192.168.250.1", port=18080, bind="0.0.0.0", server_port=8080) == \
         "echo:hello from:192.168.250.2"
     assert rig.tcp(rig.host, c, "192.168.250.1", port=18080, bind="0.0.0.0", server_port=8080).startswith("echo:hello")
-    rules = rig.iptables_save()
-    assert "10.99.0.2" in rules and "18080" in rules
+    assert "10.99.0.2" in rig.iptables_save()  # the firewall's
+    assert "18080" in json.dumps(rig.nft_table())  # portmap's
 
     runtime.delete(net, attachment)  # in reverse, with the cached result
     rig.assert_no_attachment(c, others=1)  # the outside link is a veth too
     assert rig.nft_elements() == set() and rig.leases() == {}
     rules = rig.iptables_save()
     assert "10.99.0.2" not in rules and "18080" not in rules, rules
+    assert "10.99.0.2" not in json.dumps(rig.nft_table()) and "18080" not in json.dumps(rig.nft_table())
     assert runtime.cached_attachments() == []

@@ -205,6 +205,7 @@ def test_failed_add_is_undone(node, make_netns, tmp_path):
 def test_a_plugin_that_does_not_speak_the_version_is_refused(node, make_netns):
     if not (REFERENCE / "portmap").exists():
         pytest.skip("reference portmap absent (containernetworking-plugins)")
+    (node.plugin_dir / "portmap").unlink()  # ours speaks 1.1.0: the reference in its place
     (node.plugin_dir / "portmap").symlink_to(REFERENCE / "portmap")
     node.write_conflist({"type": "portmap", "capabilities": {"portMappings": True}}, cni_version="1.1.0")
     c = make_netns("c")
