@@ -332,8 +332,9 @@ PODMAN_IMAGE = "localhost/cnib-busybox:e2e"
 
 class Podman:
     """podman 4 with its CNI backend and everything private: CONTAINERS_CONF, --root and
-    --runroot (vfs), tmp_dir, a network config dir holding one conflist (our bridge, then
-    the reference portmap, firewall and tuning, as podman's default), the leases' dataDir.
+    --runroot (vfs), tmp_dir, a network config dir holding one conflist (bridge, portmap,
+    firewall and tuning, as podman's default: ours from `plugins`, the others from the
+    reference plugins after it), the leases' dataDir.
     exec_prefix: a command podman runs under (e.g. nsenter --net=NODE, to plug containers
     into a node namespace instead of the host's)."""
 
@@ -403,7 +404,7 @@ def require_podman():
         pytest.skip(f"{' and '.join(missing)} not installed (Debian packages podman runc; scripts/test installs them)")
     if not busybox_is_static():
         pytest.skip("/bin/busybox is not a static busybox (Debian package busybox-static)")
-    for name in ("portmap", "firewall", "tuning"):
+    for name in ("firewall", "tuning"):
         if not (PODMAN_REFERENCE / name).exists():
             pytest.skip(f"reference plugin {PODMAN_REFERENCE / name} missing (containernetworking-plugins)")
     version = sh("podman", "--version").stdout.split()[-1]

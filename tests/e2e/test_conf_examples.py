@@ -4,10 +4,11 @@ For each file in conf/ (a single config or a conflist), the plugins are run the 
 runs a list, by the runtime module of the cni-bridge command (cni_bridge/cli/runtime.py):
 in order for ADD, each getting the list's name and cniVersion and the previous plugin's
 result as prevResult; in reverse order for DEL (and in order for CHECK, from 0.4.0 on)
-with the cached final result as prevResult. `bridge` and `host-local` are ours (a
-private copy of build/bin, first in CNI_PATH); `loopback`, `portmap`, `firewall`, `tuning`
-come from the reference plugins in /usr/lib/cni. Capabilities get runtimeConfig as libcni
-would inject it (a port mapping for `portMappings`).
+with the cached final result as prevResult. `bridge`, `host-local`, `loopback` and
+`portmap` are ours (a private copy of build/bin, first in CNI_PATH); `firewall` and
+`tuning` come from the reference plugins in /usr/lib/cni. Capabilities get runtimeConfig
+as libcni would inject it (a port mapping for `portMappings`), and a published port is
+reached through the host's 127.0.0.1 and the gateway address.
 
 Everything happens in a throwaway "host" netns (`ip netns exec`) with a throwaway
 container netns, both named e2ec-*; bridge names, subnets and dataDir are rewritten to
@@ -20,6 +21,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -143,11 +145,52 @@ def ipv4_of(ns: str, ifname: str) -> list[str]:
     return [f"{a['local']}/{a['prefixlen']}" for i in info for a in i.get("addr_info", [])]
 
 
-def masq_elements(ns: str) -> list:
+def elements(ns: str, prefix: str) -> list:
+    """The elements of our table's sets and maps whose names start with `prefix`."""
     res = sh("ip", "netns", "exec", ns, "nft", "-j", "list", "table", "inet", "cni_bridge", check=False)
     if res.returncode != 0:
         return []
-    return [e for item in json.loads(res.stdout)["nftables"] if "map" in item for e in item["map"].get("elem", [])]
+    return [e for item in json.loads(res.stdout)["nftables"] for body in [item.get("map") or item.get("set")]
+            if body and body["name"].startswith(prefix) for e in body.get("elem", [])]
+
+
+def masq_elements(ns: str) -> list:
+    return elements(ns, "masq")
+
+
+# A server in the container: a number of connections, each answered with "published".
+_SERVE_ONCE = r"""
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(4)
+s.settimeout(30)
+print("ready", flush=True)
+for _ in range(int(sys.argv[2])):
+    c, _ = s.accept()
+    c.sendall(b"published")
+    c.close()
+"""
+_ASK = r"""
+import socket, sys
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5) as s:
+    print(s.recv(100).decode(), end="")
+"""
+
+
+def reach_published_port(host_ns: str, ctr_ns: str, addresses: list[str]) -> list[str]:
+    """Connect from the host to each of `addresses` at HOST_PORT; what came back each time."""
+    server = subprocess.Popen(["ip", "netns", "exec", ctr_ns, sys.executable, "-c", _SERVE_ONCE,
+                               str(CONTAINER_PORT), str(len(addresses))], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        return [sh("ip", "netns", "exec", host_ns, sys.executable, "-c", _ASK, address, HOST_PORT,
+                   check=False).stdout for address in addresses]
+    finally:
+        server.kill()
+        server.wait()
+        server.stdout.close()
 
 
 def iptables_save(ns: str) -> str:
@@ -209,16 +252,15 @@ def test_conf_example(path, netns_pair, our_bin, tmp_path):
             lo = next(link for link in links(ctr_ns) if link["ifname"] == "lo")
             assert "UP" in lo["flags"]
         if "portmap" in types:
-            assert f"--dport {HOST_PORT}" in iptables_save(host_ns)
+            assert [e[0]["elem"]["val"]["concat"] for e in elements(host_ns, "portmap-any4")] == [["tcp", HOST_PORT]]
+            assert reach_published_port(host_ns, ctr_ns, ["127.0.0.1", gateway]) == ["published"] * 2
 
         # traffic: container -> gateway (the host side), host -> container
         ping(ctr_ns, gateway)
         ping(host_ns, str(address.ip))
 
         if _ver(version) >= (0, 4, 0):
-            # The reference portmap (1.1.1) fails CHECK whenever there is no IPv6
-            # address: containernetworking/plugins#819. Not ours to test.
-            runtime.check(net.without("portmap"), attachment)
+            runtime.check(net, attachment)
 
         runtime.delete(net, attachment)  # in reverse; from 0.4.0 on with the cached result
         deleted = True
@@ -226,7 +268,7 @@ def test_conf_example(path, netns_pair, our_bin, tmp_path):
         assert [link["ifname"] for link in links(ctr_ns)] == ["lo"]
         assert not [link for link in links(host_ns) if link.get("linkinfo", {}).get("info_kind") == "veth"]
         assert lease_files(data_dir / name) == {}
-        assert masq_elements(host_ns) == []
+        assert masq_elements(host_ns) == [] and elements(host_ns, "portmap") == []
         saved = iptables_save(host_ns)
         assert str(address.ip) not in saved and f"--dport {HOST_PORT}" not in saved
         # DEL again (runtimes retry) is still a success
