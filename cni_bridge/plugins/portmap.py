@@ -28,6 +28,9 @@ from cni_bridge.nft.portmap import Mapping
 from cni_bridge.nft.table import Element
 
 FAMILIES = (4, 6)
+# Go's JSON decoder matches keys whatever their case, and containerd (go-cni) sends its port
+# mappings with Go's field names (HostPort, ContainerPort, Protocol, HostIP).
+_MAPPING_KEYS = {key.lower(): key for key in ("hostPort", "containerPort", "protocol", "hostIP")}
 
 
 class PortmapConf:
@@ -35,7 +38,7 @@ class PortmapConf:
     tied to container addresses) and the conditions of each family."""
 
     def __init__(self, cmd_args: CmdArgs):
-        conf = validate_conf(_schemas.PORTMAP_CONF, cmd_args.conf)
+        conf = validate_conf(_schemas.PORTMAP_CONF, with_mapping_keys_as_go_reads_them(cmd_args.conf))
         self.network = cmd_args.network_name
         self.key = table.attachment_key(self.network, cmd_args.container_id, cmd_args.ifname)
         self.snat: bool = conf.get("snat", True)
@@ -96,6 +99,18 @@ class PortmapConf:
         targets = {e.data[1] for e in elements if isinstance(e.data, tuple)}
         return portmap.layout({chain: (family, expressions) for family, (chain, expressions) in self.conditions.items()
                                if chain in targets})
+
+
+def with_mapping_keys_as_go_reads_them(conf: dict) -> dict:
+    """The config with each port mapping's keys spelled as our schema has them when they
+    match without regard to case (a later key wins, as in Go)."""
+    runtime_config = conf.get("runtimeConfig")
+    mappings = runtime_config.get("portMappings") if type(runtime_config) is dict else None
+    if type(mappings) is not list:
+        return conf
+    entries = [{_MAPPING_KEYS.get(key.lower(), key): value for key, value in entry.items()}
+               if type(entry) is dict else entry for entry in mappings]
+    return {**conf, "runtimeConfig": {**runtime_config, "portMappings": entries}}
 
 
 def _bad(details: str) -> CNIError:

@@ -58,6 +58,13 @@ def test_port_entries(entry, expected):
     assert port_entries([entry]) == [expected]
 
 
+def test_mapping_keys_match_whatever_their_case_as_in_go():
+    """containerd sends Go's field names: HostPort, ContainerPort, Protocol, HostIP."""
+    conf = portmap_conf([{"HostPort": 8080, "ContainerPort": 80, "Protocol": "udp", "HostIP": "192.168.1.2"},
+                         {"hostport": 1, "hostPort": 2, "CONTAINERPORT": 3}])
+    assert conf.entries == [(4, "192.168.1.2", "udp", 8080, 80), (None, None, "tcp", 2, 3)]
+
+
 @pytest.mark.parametrize("mapping, details", [
     ({"hostPort": 0, "containerPort": 80}, "runtimeConfig.portMappings.0.hostPort: Input should be greater than"),
     ({"hostPort": 65536, "containerPort": 80}, "runtimeConfig.portMappings.0.hostPort: Input should be less than"),
