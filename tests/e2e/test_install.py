@@ -51,12 +51,12 @@ def version(executable: Path) -> dict:
 
 
 def reference_plugins(directory: Path) -> dict[str, bytes]:
-    """Put copies of the reference bridge/host-local/portmap in directory; return their bytes."""
+    """Put copies of the reference bridge/host-local/portmap/firewall in directory; return their bytes."""
     if not (REFERENCE / "bridge").exists():
         pytest.skip("reference plugins absent (Debian package containernetworking-plugins)")
     directory.mkdir(parents=True, exist_ok=True)
     out = {}
-    for name in ("bridge", "host-local", "portmap"):
+    for name in ("bridge", "host-local", "portmap", "firewall"):
         shutil.copy2(REFERENCE / name, directory / name)
         out[name] = (REFERENCE / name).read_bytes()
     return out
@@ -82,11 +82,11 @@ def test_drop_in(tmp_path, built):
     originals = reference_plugins(plugins)
     proc = install(built, plugins)
     assert "drop-in" in proc.stdout and str(plugins) in proc.stdout
-    for name in ("bridge", "host-local"):
+    for name in ("bridge", "host-local", "portmap"):
         assert_ours(plugins, name, built)
         # the replaced reference binary is kept for going back
         assert (plugins / ".cni-bridge" / "replaced" / name).read_bytes() == originals[name]
-    assert (plugins / "portmap").read_bytes() == originals["portmap"]  # others untouched
+    assert (plugins / "firewall").read_bytes() == originals["firewall"]  # others untouched
     assert len(builds(plugins)) == 1
 
     # the same build again: nothing copied, still working, the kept originals unchanged
@@ -103,7 +103,7 @@ def test_side_by_side(tmp_path, built):
     originals = reference_plugins(plugins)
     proc = install(built, plugins, "--side-by-side")
     assert "side by side" in proc.stdout
-    for name in ("cnib-bridge", "cnib-host-local"):
+    for name in ("cnib-bridge", "cnib-host-local", "cnib-portmap"):
         assert_ours(plugins, name, built)
     for name, data in originals.items():  # the reference plugins stay as they were
         assert not (plugins / name).is_symlink()

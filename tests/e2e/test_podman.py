@@ -223,7 +223,7 @@ def test_published_port_through_our_portmap(pm, node, running):
     """-p HOST:8080, chained after our bridge's result: from another machine, from the node
     (its address and 127.0.0.1), from the other container (through the node's address)."""
     mapped = [(json.loads(key), comment) for key, comment in node.elements("portmap-any4")]
-    assert mapped == [(["tcp", HOST_PORT], f"{pm.network}/{running['ids']['web']}/eth0")]
+    assert mapped == [({"concat": ["tcp", HOST_PORT]}, f"{pm.network}/{running['ids']['web']}/eth0")]
     assert node.get(f"http://{NODE_ADDR}:{HOST_PORT}/", outside=True) == rs.INDEX
     assert node.get(f"http://127.0.0.1:{HOST_PORT}/") == rs.INDEX
     assert node.get(f"http://{NODE_ADDR}:{HOST_PORT}/") == rs.INDEX
