@@ -282,7 +282,7 @@ def add_masquerade(key: str, addresses: list[str], restore=None) -> None:
         elements = masq.elements(key, addresses)
     except ValueError as err:
         raise CNIError(INVALID_CONFIG, "nftables: bad container address", str(err)) from None
-    table.add(masq.layout_of, elements, restore)
+    table.add(masq.layout, elements, restore)
 
 
 def setup_host_veth(host: RouteSocket, veth, conf: BridgeConf) -> None:
@@ -467,14 +467,17 @@ def _attachment_addresses(cmd_args: CmdArgs, conf: BridgeConf, prev: dict, netns
 
 
 def remove_masquerade(key: str, addresses: list[str] | None) -> None:
-    """Remove the attachment's masquerade (found by address, or by listing our maps when
-    the addresses are unknown), and the subnet chains nothing jumps to any more."""
+    """Remove the attachment's masquerade, found by address, or by listing our sets when the
+    addresses are unknown; in the legacy maps too, with the subnet chains nothing jumps to
+    any more."""
     if addresses is None:
-        owned = [e for name in masq.MAPS.values() for e in table.elements("inet", name) if e.comment == key]
-        removed = table.delete("inet", owned)
+        sets = [*masq.SETS.values(), *masq.LOCAL_SETS.values(), *masq.LEGACY_MAPS.values()]
+        removed = table.delete("inet", [e for name in sets for e in table.elements("inet", name) if e.comment == key])
     else:
-        removed = table.remove("inet", key, masq.elements(key, addresses))
-    table.prune_chains("inet", {element.data[1]: 1 for element in removed})
+        candidates = masq.elements(key, addresses) + masq.legacy_elements(key, addresses)
+        removed = table.remove("inet", key, candidates)
+    legacy_chains = {e.data[1]: 1 for e in removed if e.set in masq.LEGACY_MAPS.values()}
+    table.prune_chains("inet", legacy_chains)
 
 
 def _spoof_identity(cmd_args: CmdArgs, prev: dict) -> tuple[str | None, str | None]:
@@ -582,7 +585,11 @@ def cmd_check(cmd_args: CmdArgs) -> None:
 
 
 def check_masquerade(key: str, addresses: list[str]) -> None:
-    _check_elements("masquerade", key, masq.elements(key, addresses), masq.layout_of)
+    try:
+        wanted = masq.elements(key, addresses)
+    except ValueError as err:
+        raise _check_failed(f"prevResult holds a bad address: {err}") from None
+    _check_elements("masquerade", key, wanted, masq.layout)
 
 
 def _check_elements(feature: str, key: str, wanted: list, layout_of) -> None:
@@ -632,14 +639,19 @@ def cmd_gc(cmd_args: CmdArgs) -> None:
 
 def gc_nft(network: str, valid: set[tuple[str, str]]) -> list:
     """Remove `network`'s masquerade and MAC spoof check elements of attachments not in
-    `valid`, then every subnet chain nothing jumps to; return the removed elements."""
+    `valid`; return them. The legacy layout goes as it empties: its subnet chains nothing
+    jumps to, then its maps and base chain."""
+    masq_sets = [*masq.SETS.values(), *masq.LOCAL_SETS.values(), *masq.LEGACY_MAPS.values()]
     removed = []
-    for family, sets in (("inet", masq.MAPS.values()), ("bridge", (spoof.PORTS, spoof.ALLOWED))):
+    for family, sets in (("inet", masq_sets), ("bridge", (spoof.PORTS, spoof.ALLOWED))):
         found = [e for name in sets for e in table.elements(family, name)]
         stale = table.stale_keys(network, {e.comment for e in found}, valid)
         removed += table.delete(family, [e for e in found if e.comment in stale])
-    chains = [chain for chain in table.chain_uses("inet") if masq.is_subnet_chain(chain)]
-    table.prune_chains("inet", {chain: 1 for chain in chains})
+    chains = table.chain_uses("inet")
+    table.prune_chains("inet", {chain: 1 for chain in chains if masq.is_legacy_subnet_chain(chain)})
+    legacy = [name for name in masq.LEGACY_MAPS.values() if name in table.set_names("inet")]
+    if legacy and not any(table.elements("inet", name) for name in legacy):
+        table.remove_objects("inet", masq.legacy_layout_objects(legacy, masq.LEGACY_BASE_CHAIN in chains))
     return removed
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+import runtime_support as rs
+
 from cni_bridge.cli.runtime import NetworkList, Runtime, RuntimeConf, RuntimeFailure
 from plugin_runner import lease_files
 
@@ -143,13 +145,6 @@ def ipv4_of(ns: str, ifname: str) -> list[str]:
     return [f"{a['local']}/{a['prefixlen']}" for i in info for a in i.get("addr_info", [])]
 
 
-def masq_elements(ns: str) -> list:
-    res = sh("ip", "netns", "exec", ns, "nft", "-j", "list", "table", "inet", "cni_bridge", check=False)
-    if res.returncode != 0:
-        return []
-    return [e for item in json.loads(res.stdout)["nftables"] if "map" in item for e in item["map"].get("elem", [])]
-
-
 def iptables_save(ns: str) -> str:
     if not shutil.which("iptables-save"):
         return ""
@@ -204,7 +199,7 @@ def test_conf_example(path, netns_pair, our_bin, tmp_path):
         for route in bridge_conf["ipam"].get("routes", []):
             dst = "default" if route["dst"] == "0.0.0.0/0" else route["dst"]
             assert any(r["dst"] == dst and r.get("gateway") == gateway for r in routes), (route, routes)
-        assert bool(masq_elements(host_ns)) == bool(bridge_conf.get("ipMasq")), masq_elements(host_ns)
+        assert bool(rs.masq_elements(['ip', 'netns', 'exec', host_ns])) == bool(bridge_conf.get("ipMasq")), rs.masq_elements(['ip', 'netns', 'exec', host_ns])
         if "loopback" in types:
             lo = next(link for link in links(ctr_ns) if link["ifname"] == "lo")
             assert "UP" in lo["flags"]
@@ -226,7 +221,7 @@ def test_conf_example(path, netns_pair, our_bin, tmp_path):
         assert [link["ifname"] for link in links(ctr_ns)] == ["lo"]
         assert not [link for link in links(host_ns) if link.get("linkinfo", {}).get("info_kind") == "veth"]
         assert lease_files(data_dir / name) == {}
-        assert masq_elements(host_ns) == []
+        assert rs.masq_elements(['ip', 'netns', 'exec', host_ns]) == []
         saved = iptables_save(host_ns)
         assert str(address.ip) not in saved and f"--dport {HOST_PORT}" not in saved
         # DEL again (runtimes retry) is still a success
