@@ -378,10 +378,8 @@ def chain_uses(family: str, chains: list[str] | None = None) -> dict[str, int]:
             raise _failed(err) from None
         outcomes = [[reply] for reply in replies]
     else:
-        outcomes = _socket().exchange([
-            (nfnl.CHAIN_MSG.message(nfnl.nft_type(nfnl.NFT_MSG_GETCHAIN), 0, {"family": number},
-                                    [("NFTA_CHAIN_TABLE", TABLE), ("NFTA_CHAIN_NAME", chain)]),
-             f"nftables: get chain {chain}") for chain in chains])
+        outcomes = _socket().exchange([(nfnl.get_chain_request(number, TABLE, chain), f"nftables: get chain {chain}")
+                                       for chain in chains])
     uses = {}
     for outcome in outcomes:
         if isinstance(outcome, NetlinkError):

@@ -35,6 +35,15 @@ def test_header_layout_agrees():
     assert message[HEADER.size:HEADER.size + 4] == bytes([0, 0, 0, 10])  # res_id in network order
 
 
+def test_batch_begin_and_end_as_libnftnl_writes_them():
+    """NFNL_MSG_BATCH_BEGIN/END with res_id NFNL_SUBSYS_NFTABLES, and the generation the
+    batch depends on as NFNL_BATCH_GENID (be32), as libnftnl's nftnl_batch_begin does."""
+    assert nfnl.batch_begin(0x01020304) == (bytes.fromhex("1c000000" "1000" "0000" "00000000" "00000000")
+                                            + bytes([0, 0, 0, 10]) + bytes.fromhex("0800" "0100" "01020304"))
+    assert nfnl.batch_begin() == bytes.fromhex("14000000" "1000" "0000" "00000000" "00000000") + bytes([0, 0, 0, 10])
+    assert nfnl.batch_end() == bytes.fromhex("14000000" "1100" "0000" "00000000" "00000000") + bytes([0, 0, 0, 10])
+
+
 def test_add_element_as_pyroute2_reads_it():
     element = nfnl.element_attrs(bytes([10, 88, 0, 5]), data=("jump", "masq-10.88.0.0_16"), comment="net/c1/eth0")
     message = nfnl.set_elements_message(nfnl.NFT_MSG_NEWSETELEM, 0x605, nfnl.NFPROTO_INET, "cni_bridge", "masq4",
@@ -72,6 +81,9 @@ def test_interval_element_with_value_data_as_pyroute2_reads_it():
      [("NFTA_CHAIN_TABLE", "cni_bridge")]),
     (nfnl.delete_chain_request(nfnl.NFPROTO_INET, "cni_bridge", "masq-x"), nftsocket.nft_chain_msg,
      [("NFTA_CHAIN_TABLE", "cni_bridge"), ("NFTA_CHAIN_NAME", "masq-x")]),
+    (nfnl.get_chain_request(nfnl.NFPROTO_INET, "cni_bridge", "pod-masq"), nftsocket.nft_chain_msg,
+     [("NFTA_CHAIN_TABLE", "cni_bridge"), ("NFTA_CHAIN_NAME", "pod-masq")]),
+    (nfnl.get_gen_request(), nftsocket.nft_gen_msg, []),
     (nfnl.list_sets_request(nfnl.NFPROTO_INET, "cni_bridge"), nftsocket.nft_set_msg, [("NFTA_SET_TABLE", "cni_bridge")]),
 ])
 def test_requests_as_pyroute2_reads_them(message, cls, attrs):
