@@ -170,35 +170,27 @@ def cmd_add(cmd_args: CmdArgs) -> dict:
     netns_fd = open_netns(cmd_args.netns)
     host = RouteSocket.host()
     container = RouteSocket.in_netns(netns_fd)
-    if container.get_link(name=cmd_args.ifname) is not None:
-        raise CNIError(INTERNAL, f"container interface {cmd_args.ifname} already exists", f"in {cmd_args.netns}")
     bridge, created = ensure_bridge(host, conf)
-
-    ipam_result = run_ipam("ADD", cmd_args, conf) if conf.ipam_type else {}
-    ips = ipam_result.get("ips") or []
-    undo = []  # what to take back, newest first, if a later step fails
-    if conf.ipam_type:
-        undo.append(lambda: run_ipam("DEL", cmd_args, conf))
+    # The container end's MAC is ours to pick, as the kernel would (random, locally
+    # administered), so that nothing has to read it back.
+    container_mac = conf.mac or _random_mac()
+    host_veth = create_veth(host, container, cmd_args, conf, bridge, netns_fd, container_mac)
+    undo = [lambda: _delete_if_present(host, host_veth.name)]  # newest last, taken back if a later step fails
     try:
+        setup_host_veth(host, host_veth, conf)
+        ipam_result = run_ipam("ADD", cmd_args, conf) if conf.ipam_type else {}
+        if conf.ipam_type:
+            undo.append(lambda: run_ipam("DEL", cmd_args, conf))
+        ips = ipam_result.get("ips") or []
         routes = calc_routes(ipam_result, conf)
         if conf.ip_masq and ips:
             addresses = [ip["address"] for ip in ips]
             add_masquerade(conf.key, addresses, _restore_masquerade(cmd_args, conf))
             undo.append(lambda: remove_masquerade(conf.key, addresses))
-
-        host_name = "veth" + os.urandom(4).hex()
-        host_veth = _netlink(f"create veth {host_name}", host.create_veth, host_name, cmd_args.ifname, netns_fd,
-                             mtu=conf.mtu, peer_mac=conf.mac, master=bridge.index, up=True)
-        undo.append(lambda: _delete_if_present(host, host_name))
-        setup_host_veth(host, host_veth, conf)
-
-        container_link = container.get_link(name=cmd_args.ifname)
-        if container_link is None:  # removed under us
-            raise CNIError(INTERNAL, f"container interface {cmd_args.ifname} vanished", f"in {cmd_args.netns}")
-        setup_container_interface(container, container_link, ips, routes, conf)
+        setup_container_interface(container, host_veth.peer_index, cmd_args.ifname, ips, routes, conf)
         if conf.mac_spoof_check:
-            table.add(spoof.layout, spoof.elements(conf.key, host_name, container_link.mac))
-            undo.append(lambda: remove_mac_spoof_check(conf, host_name, container_link.mac))
+            table.add(spoof.layout, spoof.elements(conf.key, host_veth.name, container_mac))
+            undo.append(lambda: remove_mac_spoof_check(conf, host_veth.name, container_mac))
         # The gateway goes on the bridge last; the bridge is read again with it when we did
         # not create it, since the MAC of a bridge nobody pinned follows its ports.
         bridge = setup_gateway(host, bridge, ips, conf, refetch=not created)
@@ -217,7 +209,7 @@ def cmd_add(cmd_args: CmdArgs) -> dict:
         "interfaces": [
             {"name": bridge.name, "mac": bridge.mac},
             {"name": host_veth.name, "mac": host_veth.mac},
-            {"name": cmd_args.ifname, "mac": container_link.mac, "sandbox": cmd_args.netns},
+            {"name": cmd_args.ifname, "mac": container_mac, "sandbox": cmd_args.netns},
         ],
     }
     if ips:
@@ -285,6 +277,22 @@ def add_masquerade(key: str, addresses: list[str], restore=None) -> None:
     table.add(masq.layout, elements, restore)
 
 
+def create_veth(host: RouteSocket, container: RouteSocket, cmd_args: CmdArgs, conf: BridgeConf, bridge, netns_fd: int,
+                container_mac: str):
+    """The veth pair, its container end made in the container's netns with its name and MAC,
+    its host end up on the bridge; the host end's Link (peer_index: the container end's
+    ifindex)."""
+    host_name = "veth" + os.urandom(4).hex()
+    try:
+        return host.create_veth(host_name, cmd_args.ifname, netns_fd, mtu=conf.mtu, peer_mac=container_mac,
+                                master=bridge.index, up=True)
+    except NetlinkError as err:
+        if err.errno == EEXIST and container.get_link(name=cmd_args.ifname) is not None:
+            raise CNIError(INTERNAL, f"container interface {cmd_args.ifname} already exists",
+                           f"in {cmd_args.netns}") from None
+        raise CNIError(INTERNAL, f"failed to create veth {host_name}", str(err)) from None
+
+
 def setup_host_veth(host: RouteSocket, veth, conf: BridgeConf) -> None:
     """Bridge port options and VLANs of the host end (created up, on the bridge)."""
     port = {}
@@ -322,20 +330,21 @@ def calc_routes(ipam_result: dict, conf: BridgeConf) -> list[dict]:
     return routes
 
 
-def setup_container_interface(container: RouteSocket, link, ips, routes, conf: BridgeConf) -> None:
-    """Addresses, up, routes: one datagram, applied by the kernel in order."""
+def setup_container_interface(container: RouteSocket, index: int, name: str, ips, routes, conf: BridgeConf) -> None:
+    """Addresses, up, routes of the container end (ifindex `index`): one datagram, applied
+    by the kernel in order."""
     requests = []
     for ip in ips:
         # DAD makes a fresh IPv6 address unusable for a second or more; on a bridge we
         # own, duplicates come only from IPAM mistakes, so skip it unless asked.
-        requests.append((address_request(True, link.index, ip["address"], nodad=not conf.enable_dad),
-                         f"add address {ip['address']} to {link.name} in the container"))
+        requests.append((address_request(True, index, ip["address"], nodad=not conf.enable_dad),
+                         f"add address {ip['address']} to {name} in the container"))
     if not conf.disable_container_interface:
-        requests.append((set_link_request(link.index, up=True), f"set {link.name} up in the container"))
+        requests.append((set_link_request(index, up=True), f"set {name} up in the container"))
         gateways = {_family(ip["address"]): ip.get("gateway") for ip in reversed(ips)}
         for route in routes:
             gateway = route.get("gw") or gateways.get(_family(route["dst"]))
-            message = route_request(True, route["dst"], gateway=gateway, index=link.index, mtu=route.get("mtu"),
+            message = route_request(True, route["dst"], gateway=gateway, index=index, mtu=route.get("mtu"),
                                     advmss=route.get("advmss"), priority=route.get("priority"),
                                     table=route.get("table"), scope=route.get("scope"))
             requests.append((message, f"add route {route['dst']} in the container"))
