@@ -60,6 +60,15 @@ def host_routes() -> list[ipaddress.IPv4Network]:
     return [ipaddress.ip_network(r["dst"], strict=False) for r in routes if r.get("dst", "default") != "default"]
 
 
+def subnet_on_the_hosts_own_interface() -> ipaddress.IPv4Network | None:
+    """A subnet routed on the device of the host's default route (others' test bridges come
+    and go; that one stays while the test runs)."""
+    routes = json.loads(sh("ip", "-j", "-4", "route", "show").stdout or "[]")
+    devices = {r.get("dev") for r in routes if r["dst"] == "default"}
+    subnets = [ipaddress.ip_network(r["dst"]) for r in routes if r.get("dev") in devices and r["dst"] != "default"]
+    return next((net for net in subnets if net.prefixlen >= 16), None)
+
+
 def alive(pid: int) -> bool:
     """True while the process runs (a zombie has finished)."""
     try:
@@ -115,8 +124,8 @@ class Cluster:
             rows[what] = line[len(what):].split()
         return res.returncode, rows
 
-    def leftovers(self) -> list[str]:
-        """Names of ours that still exist (the remover of last resort)."""
+    def named_namespaces(self) -> list[str]:
+        """The namespaces named like this cluster's that exist."""
         return sorted(n for n in netns_names() if n.startswith(self.prefix + "-"))
 
 
@@ -191,7 +200,7 @@ def clusters(plugin_args, host_before):
         for cluster in made:
             if (STATE_ROOT / cluster.prefix).exists():
                 cluster.run("down")
-            for name in cluster.leftovers():  # only when down failed: the test has failed then
+            for name in cluster.named_namespaces():  # only when down failed: the test has failed then
                 for pid in sh("ip", "netns", "pids", name, check=False).stdout.split():
                     sh("kill", "-9", pid, check=False)
                 sh("ip", "netns", "del", name, check=False)
@@ -304,15 +313,14 @@ def test_test_fails_when_pod_traffic_is_snated(clusters):
 
 def test_refusals_leave_everything_as_it_was(clusters):
     a, _ = clusters
-    namespaces = netns_names()
+    namespaces = a.named_namespaces()
     res = a.run("up", "--cidr", a.spare_cidr, "--underlay", a.spare_underlay, *a.plugin_args)
     assert res.returncode == 1 and "is taken" in res.stderr
     res = a.run("pod", "7", "web9")
     assert res.returncode == 1 and "no node 7" in res.stderr
-    assert netns_names() == namespaces
+    assert a.named_namespaces() == namespaces  # none made, none removed
 
-    # a subnet the host routes
-    route = next((r for r in host_routes() if r.prefixlen >= 16 and not r.is_loopback), None)
+    route = subnet_on_the_hosts_own_interface()
     if route is not None:
         fresh = f"cl{secrets.token_hex(3)}"
         res = a.run("up", "--cidr", route.supernet(new_prefix=16), "--underlay", a.spare_underlay, *a.plugin_args,
