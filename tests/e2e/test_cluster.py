@@ -3,10 +3,10 @@
 Cluster A has three nodes, cluster B two; each gets two pods on node 1 and one on node 2
 with a hostPort (`-p HOST:8080`). Prefixes are `cl<random>`, cluster networks /20s of
 10.184.0.0/16, underlays 10.184.2xx.0/24, host ports 18400-18499. What the script built,
-and that nothing is left after `down`, is read with independent tools: `ip -j` and
-`bridge`-style link details in each namespace, `nft -j`, `ip netns pids`, /proc, the state
-dir, netcat between the clusters' own namespaces. The host's own routes, addresses
-and nftables are compared before and after.
+and that nothing is left after `down`, is read with independent tools: `ip -j` (and `-d`
+for the bridge ports) in each namespace, `nft -j`, `ip netns pids`, /proc, the state dir,
+netcat between the clusters' own namespaces. The host's own routes, addresses and
+nftables are compared before and after.
 
 portmap: ours from build/bin when cni_bridge.main.PLUGINS has it; until then the reference
 one from /usr/lib/cni, given with `up --plugin-dir`.
@@ -142,7 +142,7 @@ def free_subnets() -> tuple[list, list]:
 
 
 def host_view() -> dict[str, set[str]]:
-    """The host's own netns: routes, addresses, nftables objects (each as JSON), namespaces."""
+    """The host's own netns: its routes, addresses and nftables objects, each as JSON."""
     routes = [*json.loads(sh("ip", "-j", "-4", "route", "show", "table", "all").stdout or "[]"),
               *json.loads(sh("ip", "-j", "-6", "route", "show", "table", "all").stdout or "[]")]
     addresses = json.loads(sh("ip", "-j", "addr", "show").stdout or "[]")
