@@ -10,6 +10,7 @@ import pytest
 from pyroute2.netlink.nfnetlink import nftsocket
 
 import nft_replies
+from oracle import ids_agree
 from cni_bridge.kernel import nfnl
 from cni_bridge.kernel.netlink import HEADER
 
@@ -154,16 +155,6 @@ def test_udata_comment_round_trip():
     assert nfnl.udata_find_comment(None) == "" and nfnl.udata_find_comment(b"\x00") == ""
 
 
-def _pyroute2_ids(nla_class) -> dict[str, int]:
-    ids = {}
-    for position, entry in enumerate(nla_class.nla_map):
-        if isinstance(entry[0], int):
-            ids.setdefault(entry[1], entry[0])
-        else:
-            ids[entry[0]] = position
-    return ids
-
-
 @pytest.mark.parametrize("ours, theirs", [
     (nfnl.SET_ELEM, nftsocket.nft_set_elem_list_msg.set_elem),
     (nfnl.SET_ELEM_LIST, nftsocket.nft_set_elem_list_msg),
@@ -174,5 +165,4 @@ def _pyroute2_ids(nla_class) -> dict[str, int]:
     (nfnl.DATA, nftsocket.nft_set_elem_list_msg.set_elem.data_attributes),
 ], ids=lambda table: getattr(table, "__name__", "ours"))
 def test_attribute_ids_agree(ours, theirs):
-    pyroute2_ids = _pyroute2_ids(theirs)
-    assert {name: entry[1] for name, entry in ours.by_name.items()} == {name: pyroute2_ids[name] for name in ours.by_name}
+    assert ids_agree(ours, theirs)
