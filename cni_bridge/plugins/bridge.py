@@ -1,5 +1,6 @@
 """The bridge plugin: a veth from the container to a Linux bridge, addresses from IPAM,
-masquerade and the MAC spoof check in nftables.
+masquerade and the MAC spoof check in nftables (plugins/bridge_firewall.py, loaded only
+when the config asks for them).
 
 Every command reads top to bottom: validate the whole config, then act. ADD undoes what it
 did when a later step fails; DEL carries on past whatever is already gone.
@@ -19,7 +20,6 @@ from cni_bridge.kernel.netlink import NetlinkError
 from cni_bridge.kernel.netns import open_netns
 from cni_bridge.kernel.rtnl import AF_INET, AF_INET6, RouteSocket, address_request, get_link_request, link_or_none
 from cni_bridge.kernel.rtnl import list_addresses_request, parse_address, route_request, set_link_request
-from cni_bridge.nft import masq, spoof, table
 
 DEFAULT_BRIDGE = "cni0"
 DEFAULT_ROUTE = {4: "0.0.0.0/0", 6: "::/0"}
@@ -51,7 +51,7 @@ class BridgeConf:
         self.ipam_type: str = (conf.get("ipam") or {}).get("type", "")
         self.vlan_trunk = _vlan_trunk(conf.get("vlanTrunk") or [])
         self.mac = _container_mac(conf, cmd_args.args)
-        self.key = table.attachment_key(self.network, cmd_args.container_id, cmd_args.ifname)
+        self.container_id, self.ifname = cmd_args.container_id, cmd_args.ifname
 
         if self.hairpin and self.promisc:
             raise _bad("cannot set hairpinMode and promiscMode at the same time")
@@ -65,6 +65,18 @@ class BridgeConf:
     @property
     def vlan_filtering(self) -> bool:
         return bool(self.vlan or self.vlan_trunk)
+
+    @property
+    def key(self) -> str:
+        """The attachment's key: what owns its nftables elements."""
+        return firewall().attachment_key(self.network, self.container_id, self.ifname)
+
+
+def firewall():
+    """plugins/bridge_firewall, imported on first need."""
+    from cni_bridge.plugins import bridge_firewall
+
+    return bridge_firewall
 
 
 def _bad(details: str) -> CNIError:
@@ -154,12 +166,9 @@ def leased_addresses(cmd_args: CmdArgs, conf: BridgeConf) -> list[tuple[str, str
                 continue
             subnets = [r.subnet for range_set in ipam.range_sets for r in range_set if address in r.subnet]
             if subnets:
-                found.append((table.attachment_key(conf.network, container_id, ifname), f"{ip}/{subnets[0].prefix}"))
+                found.append((firewall().attachment_key(conf.network, container_id, ifname),
+                              f"{ip}/{subnets[0].prefix}"))
     return found
-
-
-def _restore_masquerade(cmd_args: CmdArgs, conf: BridgeConf):
-    return lambda: [e for key, address in leased_addresses(cmd_args, conf) for e in masq.elements(key, [address])]
 
 
 # ---- ADD -----------------------------------------------------------------------------
@@ -185,12 +194,12 @@ def cmd_add(cmd_args: CmdArgs) -> dict:
         routes = calc_routes(ipam_result, conf)
         if conf.ip_masq and ips:
             addresses = [ip["address"] for ip in ips]
-            add_masquerade(conf.key, addresses, _restore_masquerade(cmd_args, conf))
-            undo.append(lambda: remove_masquerade(conf.key, addresses))
+            firewall().add_masquerade(conf.key, addresses, lambda: leased_addresses(cmd_args, conf))
+            undo.append(lambda: firewall().remove_masquerade(conf.key, addresses))
         setup_container_interface(container, host_veth.peer_index, cmd_args.ifname, ips, routes, conf)
         if conf.mac_spoof_check:
-            table.add(spoof.layout, spoof.elements(conf.key, host_veth.name, container_mac))
-            undo.append(lambda: remove_mac_spoof_check(conf, host_veth.name, container_mac))
+            firewall().add_spoof_check(conf.key, host_veth.name, container_mac)
+            undo.append(lambda: firewall().remove_spoof_check(conf.key, host_veth.name, container_mac))
         # The gateway goes on the bridge last; the bridge is read again with it when we did
         # not create it, since the MAC of a bridge nobody pinned follows its ports.
         bridge = setup_gateway(host, bridge, ips, conf, refetch=not created)
@@ -266,15 +275,6 @@ def ensure_bridge(host: RouteSocket, conf: BridgeConf):
     if changes:
         _netlink(f"set up bridge {conf.bridge}", host.set_link, bridge.index, **changes)
     return bridge, created
-
-
-def add_masquerade(key: str, addresses: list[str], restore=None) -> None:
-    """Masquerade traffic from `addresses` ("10.88.0.5/16") leaving their subnet."""
-    try:
-        elements = masq.elements(key, addresses)
-    except ValueError as err:
-        raise CNIError(INVALID_CONFIG, "nftables: bad container address", str(err)) from None
-    table.add(masq.layout, elements, restore)
 
 
 def create_veth(host: RouteSocket, container: RouteSocket, cmd_args: CmdArgs, conf: BridgeConf, bridge, netns_fd: int,
@@ -423,10 +423,10 @@ def cmd_del(cmd_args: CmdArgs) -> None:
     # overlaps the interface's deletion. It also has to go before the lease: an address must
     # not be leased again while an element still names us as its owner.
     if conf.ip_masq:
-        steps.append(("masquerade", lambda: remove_masquerade(conf.key, _attachment_addresses(cmd_args, conf, prev,
-                                                                                                netns_fd))))
+        steps.append(("masquerade", lambda: firewall().remove_masquerade(
+            conf.key, _attachment_addresses(cmd_args, conf, prev, netns_fd))))
     if conf.mac_spoof_check:
-        steps.append(("MAC spoof check", lambda: remove_mac_spoof_check(conf, *_spoof_identity(cmd_args, prev))))
+        steps.append(("MAC spoof check", lambda: firewall().remove_spoof_check(conf.key, *_spoof_identity(cmd_args, prev))))
     if conf.ipam_type:
         steps.append(("IPAM", lambda: run_ipam("DEL", cmd_args, conf)))
     steps.append(("container interface", lambda: remove_container_interface(cmd_args, prev, netns_fd)))
@@ -475,20 +475,6 @@ def _attachment_addresses(cmd_args: CmdArgs, conf: BridgeConf, prev: dict, netns
     return None
 
 
-def remove_masquerade(key: str, addresses: list[str] | None) -> None:
-    """Remove the attachment's masquerade, found by address, or by listing our sets when the
-    addresses are unknown; in the legacy maps too, with the subnet chains nothing jumps to
-    any more."""
-    if addresses is None:
-        sets = [*masq.SETS.values(), *masq.LOCAL_SETS.values(), *masq.LEGACY_MAPS.values()]
-        removed = table.delete("inet", [e for name in sets for e in table.elements("inet", name) if e.comment == key])
-    else:
-        candidates = masq.elements(key, addresses) + masq.legacy_elements(key, addresses)
-        removed = table.remove("inet", key, candidates)
-    legacy_chains = {e.data[1]: 1 for e in removed if e.set in masq.LEGACY_MAPS.values()}
-    table.prune_chains("inet", legacy_chains)
-
-
 def _spoof_identity(cmd_args: CmdArgs, prev: dict) -> tuple[str | None, str | None]:
     """(host veth, container MAC) from prevResult, or (None, None)."""
     interfaces = prev.get("interfaces") or []
@@ -496,15 +482,6 @@ def _spoof_identity(cmd_args: CmdArgs, prev: dict) -> tuple[str | None, str | No
                 None)
     mac = next((i.get("mac") for i in interfaces if i.get("sandbox") and i.get("name") == cmd_args.ifname), None)
     return host, mac
-
-
-def remove_mac_spoof_check(conf: BridgeConf, host_ifname: str | None, mac: str | None) -> None:
-    if host_ifname and mac:
-        table.remove("bridge", conf.key, spoof.elements(conf.key, host_ifname, mac))
-    else:
-        owned = [e for name in (spoof.PORTS, spoof.ALLOWED) for e in table.elements("bridge", name)
-                 if e.comment == conf.key]
-        table.delete("bridge", owned)
 
 
 def remove_container_interface(cmd_args: CmdArgs, prev: dict, netns_fd: int | None) -> None:
@@ -585,34 +562,14 @@ def cmd_check(cmd_args: CmdArgs) -> None:
             if veth.master != bridge.index:
                 raise _check_failed(f"host interface {iface['name']} is not a port of {conf.bridge}")
 
+    problem = None
     if conf.ip_masq:
-        check_masquerade(conf.key, [ip["address"] for ip in prev.get("ips") or []])
-    if conf.mac_spoof_check:
-        host_ifname, mac = _spoof_identity(cmd_args, prev)
-        if host_ifname and mac:
-            _check_elements("the MAC spoof check", conf.key, spoof.elements(conf.key, host_ifname, mac), spoof.layout)
-
-
-def check_masquerade(key: str, addresses: list[str]) -> None:
-    try:
-        wanted = masq.elements(key, addresses)
-    except ValueError as err:
-        raise _check_failed(f"prevResult holds a bad address: {err}") from None
-    _check_elements("masquerade", key, wanted, masq.layout)
-
-
-def _check_elements(feature: str, key: str, wanted: list, layout_of) -> None:
-    """The attachment's traffic is handled only if its elements are there, with their data,
-    and the rules they depend on are intact."""
-    if not wanted:
-        return
-    layout = layout_of(wanted)
-    for element, stored in zip(wanted, table.lookup(layout.family, wanted)):
-        if stored is None or stored.comment != key or stored.data != element.data:
-            raise _check_failed(f"{feature} of {key}: an element of {element.set} is missing or not ours")
-    problems = table.layout_problems(layout)
-    if problems:
-        raise _check_failed(f"{feature} of {key} would not apply: {'; '.join(problems)}")
+        problem = firewall().masquerade_problem(conf.key, [ip["address"] for ip in prev.get("ips") or []])
+    host_ifname, mac = _spoof_identity(cmd_args, prev)
+    if conf.mac_spoof_check and host_ifname and mac and problem is None:
+        problem = firewall().spoof_check_problem(conf.key, host_ifname, mac)
+    if problem:
+        raise _check_failed(problem)
 
 
 def _check_failed(what: str) -> CNIError:
@@ -636,7 +593,7 @@ def cmd_gc(cmd_args: CmdArgs) -> None:
         except CNIError as err:
             failures.append(err)
     try:
-        removed = gc_nft(conf.network, valid)
+        removed = firewall().gc(conf.network, valid)
         if removed:
             log(f"GC removed {len(removed)} elements of {sorted({e.comment for e in removed})}")
     except CNIError as err:
@@ -646,31 +603,13 @@ def cmd_gc(cmd_args: CmdArgs) -> None:
         raise failures[0]
 
 
-def gc_nft(network: str, valid: set[tuple[str, str]]) -> list:
-    """Remove `network`'s masquerade and MAC spoof check elements of attachments not in
-    `valid`; return them. The legacy layout goes as it empties: its subnet chains nothing
-    jumps to, then its maps and base chain."""
-    masq_sets = [*masq.SETS.values(), *masq.LOCAL_SETS.values(), *masq.LEGACY_MAPS.values()]
-    removed = []
-    for family, sets in (("inet", masq_sets), ("bridge", (spoof.PORTS, spoof.ALLOWED))):
-        found = [e for name in sets for e in table.elements(family, name)]
-        stale = table.stale_keys(network, {e.comment for e in found}, valid)
-        removed += table.delete(family, [e for e in found if e.comment in stale])
-    chains = table.chain_uses("inet")
-    table.prune_chains("inet", {chain: 1 for chain in chains if masq.is_legacy_subnet_chain(chain)})
-    legacy = [name for name in masq.LEGACY_MAPS.values() if name in table.set_names("inet")]
-    if legacy and not any(table.elements("inet", name) for name in legacy):
-        table.remove_objects("inet", masq.legacy_layout_objects(legacy, masq.LEGACY_BASE_CHAIN in chains))
-    return removed
-
-
 def cmd_status(cmd_args: CmdArgs) -> None:
     conf = BridgeConf(cmd_args)
     if conf.ipam_type:
         run_ipam("STATUS", cmd_args, conf)
     if conf.ip_masq or conf.mac_spoof_check:
         try:
-            table.usable()
+            firewall().usable()
         except CNIError as err:
             raise CNIError(NOT_AVAILABLE, "nftables is not usable", str(err)) from None
 

@@ -32,20 +32,25 @@ TIMEOUT = 20  # seconds, for every command we run
 RUNNER = """
 import json, sys
 from cni_bridge.cni import errors
-from cni_bridge.nft import table
-from cni_bridge.plugins import bridge
+from cni_bridge.plugins import bridge_firewall as firewall
 
 
 def key(net, cid, ifname):
-    return table.attachment_key(net, cid, ifname)
+    return firewall.attachment_key(net, cid, ifname)
+
+
+def check(net, cid, ifname, addrs):
+    problem = firewall.masquerade_problem(key(net, cid, ifname), addrs)
+    if problem:
+        raise errors.CNIError(999, "CHECK failed: " + problem)
 
 
 CALLS = {
-    "add_masquerade": lambda net, cid, ifname, addrs: bridge.add_masquerade(key(net, cid, ifname), addrs),
-    "remove_masquerade": lambda net, cid, ifname, addrs=None: bridge.remove_masquerade(key(net, cid, ifname), addrs),
-    "check_masquerade": lambda net, cid, ifname, addrs: bridge.check_masquerade(key(net, cid, ifname), addrs),
-    "gc_masquerade": lambda net, valid: sorted(e.comment for e in bridge.gc_nft(net, {tuple(v) for v in valid})),
-    "check_usable": table.usable,
+    "add_masquerade": lambda net, cid, ifname, addrs: firewall.add_masquerade(key(net, cid, ifname), addrs),
+    "remove_masquerade": lambda net, cid, ifname, addrs=None: firewall.remove_masquerade(key(net, cid, ifname), addrs),
+    "check_masquerade": check,
+    "gc_masquerade": lambda net, valid: sorted(e.comment for e in firewall.gc(net, {tuple(v) for v in valid})),
+    "check_usable": firewall.usable,
 }
 name, args = sys.argv[1], json.loads(sys.argv[2])
 try:
