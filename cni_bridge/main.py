@@ -12,8 +12,12 @@ first, since it ends with "-bridge"; a plugin's exec never imports the command's
 
 import os
 import sys
+from time import monotonic_ns
 
 COMMAND = "cni-bridge"  # not a plugin, so not in PLUGINS
+# Set to a file name, the plugin appends when its phases ended (CLOCK_MONOTONIC ns):
+# scripts/bench --profile reads them.
+PROFILE_VARIABLE = "CNI_BRIDGE_PROFILE"
 
 # plugin name -> the module whose PLUGIN it runs
 PLUGINS = {
@@ -32,6 +36,7 @@ def plugin_for(program: str) -> str | None:
 
 
 def main() -> None:
+    marks = [("started", monotonic_ns())] if PROFILE_VARIABLE in os.environ else None
     program = os.path.basename(sys.argv[0])
     if program == COMMAND:
         from cni_bridge.cli.command import main as command_main
@@ -50,4 +55,6 @@ def main() -> None:
     module = __import__(PLUGINS[name], fromlist=["PLUGIN"])
     from cni_bridge.cni.skel import run
 
-    run(module.PLUGIN)
+    if marks is not None:
+        marks.append(("imported", monotonic_ns()))
+    run(module.PLUGIN, marks)

@@ -455,22 +455,22 @@ def list_attachments(runtime: Runtime, network: str | None = None) -> list[dict]
     """What `ls` shows: one dict per cached attachment. lease and rules are None where the
     network has no host-local IPAM or no rules of ours (ipMasq, macspoofchk)."""
     rows = []
-    keys = _Keys()
+    ours = _OurElements()
     for entry in runtime.cached_attachments(network):
         net = entry.network_list()
-        addresses = []
+        addresses, upgraded = [], None
         if entry.result:
             try:
                 upgraded = rt_mod.versions.upgrade_result(entry.result, net.cni_version if net else "1.1.0")
                 addresses = [ip["address"] for ip in upgraded.get("ips") or [] if "address" in ip]
             except Exception:  # an odd cached result must not break the listing
-                addresses = []
+                addresses, upgraded = [], None
         ports = [format_port(p) for p in entry.capability_args.get("portMappings") or [] if isinstance(p, dict)]
         netns_ok = rt_mod.netns_alive(entry.netns) if entry.netns else None  # None: the cache does not say
         rows.append({
             "network": entry.network, "containerId": entry.container_id, "ifname": entry.ifname,
             "netns": entry.netns, "addresses": addresses, "ports": ports,
-            "netnsPresent": netns_ok, "lease": _lease_present(net, entry), "rules": keys.present(net, entry),
+            "netnsPresent": netns_ok, "lease": _lease_present(net, entry), "rules": ours.present(net, entry, upgraded),
             "stale": netns_ok is False, "cacheFile": entry.path,
         })
     return rows
@@ -499,29 +499,43 @@ def _lease_present(net: NetworkList | None, entry) -> bool | None:
     return None
 
 
-class _Keys:
-    """Our nftables attachment keys, listed once, on first need."""
+class _OurElements:
+    """The elements of our nftables tables, listed once, on first need, by owner."""
 
     def __init__(self):
-        self._keys = None
+        self._owned = None
         self._failed = False
 
-    def present(self, net: NetworkList | None, entry) -> bool | None:
-        if net is None:
+    def present(self, net: NetworkList | None, entry, result: dict | None) -> bool | None:
+        """Whether every element the attachment's bridge plugin made is there; None when it
+        made none (no ipMasq or macspoofchk), or when the cache or the kernel cannot say."""
+        bridge = next((p for p in net.plugins if _is_type(p, "bridge")), None) if net is not None else None
+        if bridge is None or not (bridge.get("ipMasq") or bridge.get("macspoofchk")) or result is None:
             return None
-        expected = any(_is_type(p, "bridge") and (p.get("ipMasq") or p.get("macspoofchk")) for p in net.plugins)
-        if not expected:
-            return None
-        from cni_bridge.nft import table
+        from cni_bridge.nft import masq, spoof, table
 
-        if self._keys is None and not self._failed:
-            try:
-                self._keys = table.attachment_keys_present()
-            except Exception:  # no libnftables, no permission: unknown, not "missing"
-                self._failed = True
-        if self._keys is None:
+        key = table.attachment_key(entry.network, entry.container_id, entry.ifname)
+        expected = []
+        try:
+            if bridge.get("ipMasq"):
+                expected += masq.elements(key, [ip["address"] for ip in result.get("ips") or []])
+            if bridge.get("macspoofchk"):
+                interfaces = result.get("interfaces") or []
+                host = next((i["name"] for i in interfaces if not i.get("sandbox") and i.get("name", "").startswith("veth")), None)
+                mac = next((i.get("mac") for i in interfaces if i.get("sandbox") and i.get("name") == entry.ifname), None)
+                if host and mac:
+                    expected += spoof.elements(key, host, mac)
+        except (ValueError, KeyError, TypeError):  # an odd cached result: unknown, not "missing"
             return None
-        return table.attachment_key(entry.network, entry.container_id, entry.ifname) in self._keys
+        if self._owned is None and not self._failed:
+            try:
+                self._owned = {(e.set, e.key, e.comment) for family in table.FAMILIES
+                               for name in table.set_names(family) for e in table.elements(family, name)}
+            except Exception:  # no permission, an old kernel: unknown, not "missing"
+                self._failed = True
+        if self._owned is None:
+            return None
+        return all((e.set, e.key, e.comment) in self._owned for e in expected)
 
 
 # ---- main --------------------------------------------------------------------------------

@@ -153,8 +153,11 @@ def load_cmd_args(command: str, environ, stdin: bytes) -> CmdArgs:
     )
 
 
-def run(plugin: Plugin) -> None:
-    """The executable's main: read stdin, dispatch, write stdout, exit without teardown."""
+def run(plugin: Plugin, marks: list | None = None) -> None:
+    """The executable's main: read stdin, dispatch, write stdout, exit without teardown.
+
+    marks, when main.py was asked to profile: (phase, monotonic ns) pairs to add to.
+    """
     command = os.environ.get("CNI_COMMAND", "")
     stdin = b""
     if command and command != "VERSION":
@@ -162,15 +165,35 @@ def run(plugin: Plugin) -> None:
             stdin = sys.stdin.buffer.read()
         except OSError as err:
             out = wire.dumps(CNIError(errors.IO_FAILURE, "failed to read stdin", str(err)).to_dict(version.CURRENT_VERSION))
-            _exit(1, out)
+            _exit(1, out, marks)
     code, out = dispatch(plugin, os.environ, stdin)
-    _exit(code, out)
+    if marks is not None:
+        from time import monotonic_ns
+
+        marks.append(("done", monotonic_ns()))
+    _exit(code, out, marks)
 
 
-def _exit(code: int, out: bytes) -> None:
+def _exit(code: int, out: bytes, marks: list | None = None) -> None:
     if out:
         sys.stdout.buffer.write(out + b"\n")
     sys.stdout.flush()
     sys.stderr.flush()
+    if marks is not None:
+        _write_marks(marks)
     # Skip interpreter teardown: the kernel closes our sockets and files.
     os._exit(code)
+
+
+def _write_marks(marks: list) -> None:
+    from time import monotonic_ns
+
+    from cni_bridge.main import PROFILE_VARIABLE
+
+    marks.append(("written", monotonic_ns()))
+    line = " ".join(f"{phase}={ns}" for phase, ns in marks) + "\n"
+    fd = os.open(os.environ[PROFILE_VARIABLE], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)

@@ -6,7 +6,7 @@ resource id in network order (the subsystem for a batch's BEGIN). Integers in nf
 attributes travel in network order, and nested attributes carry NLA_F_NESTED.
 """
 
-from cni_bridge.kernel.netlink import NLM_F_DUMP, Attrs, MessageType
+from cni_bridge.kernel.netlink import NLM_F_ACK, NLM_F_DUMP, Attrs, MessageType
 
 NETLINK_NETFILTER = 12
 NFNETLINK_V0 = 0
@@ -160,8 +160,13 @@ def list_sets_request(family: int, table: str) -> bytes:
     return SET_MSG.message(nft_type(NFT_MSG_GETSET), NLM_F_DUMP, {"family": family}, [("NFTA_SET_TABLE", table)])
 
 
+def get_chain_request(family: int, table: str, chain: str) -> bytes:
+    return CHAIN_MSG.message(nft_type(NFT_MSG_GETCHAIN), 0, {"family": family},
+                             [("NFTA_CHAIN_TABLE", table), ("NFTA_CHAIN_NAME", chain)])
+
+
 def delete_chain_request(family: int, table: str, chain: str) -> bytes:
-    return CHAIN_MSG.message(nft_type(NFT_MSG_DELCHAIN), 0x4, {"family": family},
+    return CHAIN_MSG.message(nft_type(NFT_MSG_DELCHAIN), NLM_F_ACK, {"family": family},
                              [("NFTA_CHAIN_TABLE", table), ("NFTA_CHAIN_NAME", chain)])
 
 

@@ -5,12 +5,13 @@ a Layout (its chains, sets and rules as libnftables JSON, and the comment tags a
 copy of its rules carries) and Elements (set and map members, each owned by one
 attachment through its comment). This module applies them:
 
-- A layout is written with libnftables, in one transaction: a missing chain is created
-  with its rules, a present one flushed and refilled. It is idempotent, repairs a flushed
-  or half-deleted layout, and never leaves a moment in which the rules are missing for
-  containers already running. It only adds where it can: re-adding a chain that exists,
-  or flushing one that holds rules, makes the kernel free objects, and the process then
-  waits for an RCU grace period at exit.
+- A layout is written with libnftables, in one transaction that repairs what is damaged:
+  a missing chain is created with its rules, a damaged one flushed and refilled, an intact
+  one left alone. It is idempotent, repairs a flushed or half-deleted layout, and never
+  leaves a moment in which the rules are missing for containers already running. It only
+  adds where it can: re-adding a chain that exists, or flushing one that holds rules,
+  makes the kernel free objects, and the process then waits for an RCU grace period at
+  exit.
 - Elements go as raw nfnetlink batches (kernel/nfnl.py), as do the reads: the per-pod work
   then costs two round trips and no libnftables at all.
 - ADD checks the layout (a dump of our table's rules, compared with the tags) and adds the
@@ -18,9 +19,9 @@ attachment through its comment). This module applies them:
   saw, and the kernel refuses it (ERESTART) if anything changed in between. A layout that
   is missing or damaged is written anew first; a table that was lost altogether gets back
   the elements of the attachments that still exist (the feature says which).
-- DEL looks its elements up by key and checks their owner, so it never lists a set, and
-  removes a chain no element jumps to any more (the kernel refuses to delete a chain that
-  is still referenced, which makes that safe against a concurrent ADD).
+- DEL looks its elements up by key and checks their owner, so it never lists a set; a
+  chain no element jumps to any more can be removed (prune_chains: the kernel refuses to
+  delete a chain that is still referenced, which makes that safe against a concurrent ADD).
 
 Ownership and ordering: an attachment (network, container id, ifname) owns its elements
 through their comment, `attachment_key`. A DEL removes its elements before the attachment's
@@ -75,17 +76,22 @@ class Layout:
     def tags(self, chain: str) -> list[str]:
         return [tag for tag, _ in self.rules.get(chain, [])]
 
-    def commands(self, existing_chains: set[str]) -> list[dict]:
-        """One transaction writing the whole layout: create the missing chains, flush and
-        refill the others (a flush of an empty chain frees nothing)."""
+    def commands(self, existing_chains: set[str], rules: dict[str, list[str]]) -> list[dict]:
+        """One transaction that repairs the layout, given the chains that exist and the tags
+        of their rules: a missing chain is created and filled, a damaged one flushed (which
+        frees nothing when it is empty) and refilled, an intact one left alone."""
         commands = [{"add": {kind: body}} for item in self.objects for kind, body in item.items()]
+        fill = []
         for name, chain in self.chains.items():
+            if name in existing_chains and rules.get(name, []) == self.tags(name):
+                continue
             if name in existing_chains:
                 commands.append({"flush": {"chain": {"family": self.family, "table": TABLE, "name": name}}})
             else:  # create, not add: two ADDs repairing at once must not both fill it
                 commands.append({"create": {"chain": chain}})
-        for name, rules in self.rules.items():
-            commands += [{"add": {"rule": {**rule, "comment": tag}}} for tag, rule in rules]
+            fill.append(name)
+        for name in fill:
+            commands += [{"add": {"rule": {**rule, "comment": tag}}} for tag, rule in self.rules.get(name, [])]
         return commands
 
 
@@ -241,19 +247,25 @@ def _library_path() -> str:
     return bundled if getattr(sys, "frozen", False) and os.path.exists(bundled) else "libnftables.so.1"
 
 
-def write_layout(layout: Layout) -> None:
-    """Write a layout with libnftables (one transaction; see the module docstring)."""
+def _libnftables_context() -> _Libnftables:
     global _libnftables
     if _libnftables is None:
         _libnftables = _Libnftables()
+    return _libnftables
+
+
+def write_layout(layout: Layout) -> None:
+    """Write a layout with libnftables (one transaction; see the module docstring)."""
     if layout.syntax_objects:
         table = f"add table {layout.family} {TABLE}"
-        rc, err = _libnftables.run("\n".join([table, *layout.syntax_objects]))
+        rc, err = _libnftables_context().run("\n".join([table, *layout.syntax_objects]))
         if rc != 0:
             raise errors.CNIError(errors.INTERNAL, "nftables: cannot set up our table", err)
     err = ""
     for _ in range(_TRIES):
-        rc, err = _libnftables.run(layout.commands(set(chain_uses(layout.family))))
+        existing = set(chain_uses(layout.family))
+        rules = _generation_and_rules(FAMILIES[layout.family])[1] or {}
+        rc, err = _libnftables_context().run(layout.commands(existing, rules))
         if rc == 0:
             return
         if "File exists" not in err:  # a concurrent ADD created a chain first: look again
@@ -356,21 +368,15 @@ def _parse_elements(set_name: str, replies: list[bytes]) -> list[Element]:
     return found
 
 
-def attachment_keys_present() -> set[str]:
-    """Every attachment key that owns an element in any of our tables (for listings)."""
-    keys = set()
-    for family, number in FAMILIES.items():
-        try:
-            replies = _socket().request(nfnl.list_sets_request(number, TABLE), "nftables: list our sets")
-        except NetlinkError as err:
-            if err.errno == ENOENT:
-                continue
-            raise _failed(err) from None
-        for message in replies:
-            set_name = nfnl.SET_MSG.decode(message)[1]["NFTA_SET_NAME"]
-            keys |= {e.comment for e in elements(family, set_name)}
-    keys.discard("")
-    return keys
+def set_names(family: str) -> list[str]:
+    """The sets and maps of our table in that family; [] without the table."""
+    try:
+        replies = _socket().request(nfnl.list_sets_request(FAMILIES[family], TABLE), "nftables: list our sets")
+    except NetlinkError as err:
+        if err.errno == ENOENT:
+            return []
+        raise _failed(err) from None
+    return [nfnl.SET_MSG.decode(message)[1]["NFTA_SET_NAME"] for message in replies]
 
 
 def chain_uses(family: str, chains: list[str] | None = None) -> dict[str, int]:
@@ -386,10 +392,8 @@ def chain_uses(family: str, chains: list[str] | None = None) -> dict[str, int]:
             raise _failed(err) from None
         outcomes = [[reply] for reply in replies]
     else:
-        outcomes = _socket().exchange([
-            (nfnl.CHAIN_MSG.message(nfnl.nft_type(nfnl.NFT_MSG_GETCHAIN), 0, {"family": number},
-                                    [("NFTA_CHAIN_TABLE", TABLE), ("NFTA_CHAIN_NAME", chain)]),
-             f"nftables: get chain {chain}") for chain in chains])
+        outcomes = _socket().exchange([(nfnl.get_chain_request(number, TABLE, chain), f"nftables: get chain {chain}")
+                                       for chain in chains])
     uses = {}
     for outcome in outcomes:
         if isinstance(outcome, NetlinkError):
@@ -510,6 +514,13 @@ def prune_chains(family: str, chains: dict[str, int]) -> list[str]:
             if err.errno not in (ERESTART, EBUSY, ENOENT):
                 raise _failed(err) from None
     return pruned
+
+
+def remove_objects(family: str, objects: list[dict]) -> None:
+    """Delete whole chains or sets of ours (libnftables JSON objects), in one transaction."""
+    rc, err = _libnftables_context().run([{"delete": item} for item in objects])
+    if rc != 0:
+        raise errors.CNIError(errors.INTERNAL, f"nftables: cannot delete from table {family} {TABLE}", err)
 
 
 def usable() -> None:

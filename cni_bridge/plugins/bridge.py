@@ -1,5 +1,6 @@
 """The bridge plugin: a veth from the container to a Linux bridge, addresses from IPAM,
-masquerade and the MAC spoof check in nftables.
+masquerade and the MAC spoof check in nftables (plugins/bridge_firewall.py, loaded only
+when the config asks for them).
 
 Every command reads top to bottom: validate the whole config, then act. ADD undoes what it
 did when a later step fails; DEL carries on past whatever is already gone.
@@ -19,7 +20,6 @@ from cni_bridge.kernel.netlink import NetlinkError
 from cni_bridge.kernel.netns import open_netns
 from cni_bridge.kernel.rtnl import AF_INET, AF_INET6, RouteSocket, address_request, get_link_request, link_or_none
 from cni_bridge.kernel.rtnl import list_addresses_request, parse_address, route_request, set_link_request
-from cni_bridge.nft import masq, spoof, table
 
 DEFAULT_BRIDGE = "cni0"
 DEFAULT_ROUTE = {4: "0.0.0.0/0", 6: "::/0"}
@@ -51,7 +51,7 @@ class BridgeConf:
         self.ipam_type: str = (conf.get("ipam") or {}).get("type", "")
         self.vlan_trunk = _vlan_trunk(conf.get("vlanTrunk") or [])
         self.mac = _container_mac(conf, cmd_args.args)
-        self.key = table.attachment_key(self.network, cmd_args.container_id, cmd_args.ifname)
+        self.container_id, self.ifname = cmd_args.container_id, cmd_args.ifname
 
         if self.hairpin and self.promisc:
             raise _bad("cannot set hairpinMode and promiscMode at the same time")
@@ -65,6 +65,18 @@ class BridgeConf:
     @property
     def vlan_filtering(self) -> bool:
         return bool(self.vlan or self.vlan_trunk)
+
+    @property
+    def key(self) -> str:
+        """The attachment's key: what owns its nftables elements."""
+        return firewall().attachment_key(self.network, self.container_id, self.ifname)
+
+
+def firewall():
+    """plugins/bridge_firewall, imported on first need."""
+    from cni_bridge.plugins import bridge_firewall
+
+    return bridge_firewall
 
 
 def _bad(details: str) -> CNIError:
@@ -154,12 +166,9 @@ def leased_addresses(cmd_args: CmdArgs, conf: BridgeConf) -> list[tuple[str, str
                 continue
             subnets = [r.subnet for range_set in ipam.range_sets for r in range_set if address in r.subnet]
             if subnets:
-                found.append((table.attachment_key(conf.network, container_id, ifname), f"{ip}/{subnets[0].prefix}"))
+                found.append((firewall().attachment_key(conf.network, container_id, ifname),
+                              f"{ip}/{subnets[0].prefix}"))
     return found
-
-
-def _restore_masquerade(cmd_args: CmdArgs, conf: BridgeConf):
-    return lambda: [e for key, address in leased_addresses(cmd_args, conf) for e in masq.elements(key, [address])]
 
 
 # ---- ADD -----------------------------------------------------------------------------
@@ -170,35 +179,27 @@ def cmd_add(cmd_args: CmdArgs) -> dict:
     netns_fd = open_netns(cmd_args.netns)
     host = RouteSocket.host()
     container = RouteSocket.in_netns(netns_fd)
-    if container.get_link(name=cmd_args.ifname) is not None:
-        raise CNIError(INTERNAL, f"container interface {cmd_args.ifname} already exists", f"in {cmd_args.netns}")
     bridge, created = ensure_bridge(host, conf)
-
-    ipam_result = run_ipam("ADD", cmd_args, conf) if conf.ipam_type else {}
-    ips = ipam_result.get("ips") or []
-    undo = []  # what to take back, newest first, if a later step fails
-    if conf.ipam_type:
-        undo.append(lambda: run_ipam("DEL", cmd_args, conf))
+    # The container end's MAC is ours to pick, as the kernel would (random, locally
+    # administered), so that nothing has to read it back.
+    container_mac = conf.mac or _random_mac()
+    host_veth = create_veth(host, container, cmd_args, conf, bridge, netns_fd, container_mac)
+    undo = [lambda: _delete_if_present(host, host_veth.name)]  # newest last, taken back if a later step fails
     try:
+        setup_host_veth(host, host_veth, conf)
+        ipam_result = run_ipam("ADD", cmd_args, conf) if conf.ipam_type else {}
+        if conf.ipam_type:
+            undo.append(lambda: run_ipam("DEL", cmd_args, conf))
+        ips = ipam_result.get("ips") or []
         routes = calc_routes(ipam_result, conf)
         if conf.ip_masq and ips:
             addresses = [ip["address"] for ip in ips]
-            add_masquerade(conf.key, addresses, _restore_masquerade(cmd_args, conf))
-            undo.append(lambda: remove_masquerade(conf.key, addresses))
-
-        host_name = "veth" + os.urandom(4).hex()
-        host_veth = _netlink(f"create veth {host_name}", host.create_veth, host_name, cmd_args.ifname, netns_fd,
-                             mtu=conf.mtu, peer_mac=conf.mac, master=bridge.index, up=True)
-        undo.append(lambda: _delete_if_present(host, host_name))
-        setup_host_veth(host, host_veth, conf)
-
-        container_link = container.get_link(name=cmd_args.ifname)
-        if container_link is None:  # removed under us
-            raise CNIError(INTERNAL, f"container interface {cmd_args.ifname} vanished", f"in {cmd_args.netns}")
-        setup_container_interface(container, container_link, ips, routes, conf)
+            firewall().add_masquerade(conf.key, addresses, lambda: leased_addresses(cmd_args, conf))
+            undo.append(lambda: firewall().remove_masquerade(conf.key, addresses))
+        setup_container_interface(container, host_veth.peer_index, cmd_args.ifname, ips, routes, conf)
         if conf.mac_spoof_check:
-            table.add(spoof.layout, spoof.elements(conf.key, host_name, container_link.mac))
-            undo.append(lambda: remove_mac_spoof_check(conf, host_name, container_link.mac))
+            firewall().add_spoof_check(conf.key, host_veth.name, container_mac)
+            undo.append(lambda: firewall().remove_spoof_check(conf.key, host_veth.name, container_mac))
         # The gateway goes on the bridge last; the bridge is read again with it when we did
         # not create it, since the MAC of a bridge nobody pinned follows its ports.
         bridge = setup_gateway(host, bridge, ips, conf, refetch=not created)
@@ -217,7 +218,7 @@ def cmd_add(cmd_args: CmdArgs) -> dict:
         "interfaces": [
             {"name": bridge.name, "mac": bridge.mac},
             {"name": host_veth.name, "mac": host_veth.mac},
-            {"name": cmd_args.ifname, "mac": container_link.mac, "sandbox": cmd_args.netns},
+            {"name": cmd_args.ifname, "mac": container_mac, "sandbox": cmd_args.netns},
         ],
     }
     if ips:
@@ -276,13 +277,20 @@ def ensure_bridge(host: RouteSocket, conf: BridgeConf):
     return bridge, created
 
 
-def add_masquerade(key: str, addresses: list[str], restore=None) -> None:
-    """Masquerade traffic from `addresses` ("10.88.0.5/16") leaving their subnet."""
+def create_veth(host: RouteSocket, container: RouteSocket, cmd_args: CmdArgs, conf: BridgeConf, bridge, netns_fd: int,
+                container_mac: str):
+    """The veth pair, its container end made in the container's netns with its name and MAC,
+    its host end up on the bridge; the host end's Link (peer_index: the container end's
+    ifindex)."""
+    host_name = "veth" + os.urandom(4).hex()
     try:
-        elements = masq.elements(key, addresses)
-    except ValueError as err:
-        raise CNIError(INVALID_CONFIG, "nftables: bad container address", str(err)) from None
-    table.add(masq.layout_of, elements, restore)
+        return host.create_veth(host_name, cmd_args.ifname, netns_fd, mtu=conf.mtu, peer_mac=container_mac,
+                                master=bridge.index, up=True)
+    except NetlinkError as err:
+        if err.errno == EEXIST and container.get_link(name=cmd_args.ifname) is not None:
+            raise CNIError(INTERNAL, f"container interface {cmd_args.ifname} already exists",
+                           f"in {cmd_args.netns}") from None
+        raise CNIError(INTERNAL, f"failed to create veth {host_name}", str(err)) from None
 
 
 def setup_host_veth(host: RouteSocket, veth, conf: BridgeConf) -> None:
@@ -322,20 +330,21 @@ def calc_routes(ipam_result: dict, conf: BridgeConf) -> list[dict]:
     return routes
 
 
-def setup_container_interface(container: RouteSocket, link, ips, routes, conf: BridgeConf) -> None:
-    """Addresses, up, routes: one datagram, applied by the kernel in order."""
+def setup_container_interface(container: RouteSocket, index: int, name: str, ips, routes, conf: BridgeConf) -> None:
+    """Addresses, up, routes of the container end (ifindex `index`): one datagram, applied
+    by the kernel in order."""
     requests = []
     for ip in ips:
         # DAD makes a fresh IPv6 address unusable for a second or more; on a bridge we
         # own, duplicates come only from IPAM mistakes, so skip it unless asked.
-        requests.append((address_request(True, link.index, ip["address"], nodad=not conf.enable_dad),
-                         f"add address {ip['address']} to {link.name} in the container"))
+        requests.append((address_request(True, index, ip["address"], nodad=not conf.enable_dad),
+                         f"add address {ip['address']} to {name} in the container"))
     if not conf.disable_container_interface:
-        requests.append((set_link_request(link.index, up=True), f"set {link.name} up in the container"))
+        requests.append((set_link_request(index, up=True), f"set {name} up in the container"))
         gateways = {_family(ip["address"]): ip.get("gateway") for ip in reversed(ips)}
         for route in routes:
             gateway = route.get("gw") or gateways.get(_family(route["dst"]))
-            message = route_request(True, route["dst"], gateway=gateway, index=link.index, mtu=route.get("mtu"),
+            message = route_request(True, route["dst"], gateway=gateway, index=index, mtu=route.get("mtu"),
                                     advmss=route.get("advmss"), priority=route.get("priority"),
                                     table=route.get("table"), scope=route.get("scope"))
             requests.append((message, f"add route {route['dst']} in the container"))
@@ -414,10 +423,10 @@ def cmd_del(cmd_args: CmdArgs) -> None:
     # overlaps the interface's deletion. It also has to go before the lease: an address must
     # not be leased again while an element still names us as its owner.
     if conf.ip_masq:
-        steps.append(("masquerade", lambda: remove_masquerade(conf.key, _attachment_addresses(cmd_args, conf, prev,
-                                                                                                netns_fd))))
+        steps.append(("masquerade", lambda: firewall().remove_masquerade(
+            conf.key, _attachment_addresses(cmd_args, conf, prev, netns_fd))))
     if conf.mac_spoof_check:
-        steps.append(("MAC spoof check", lambda: remove_mac_spoof_check(conf, *_spoof_identity(cmd_args, prev))))
+        steps.append(("MAC spoof check", lambda: firewall().remove_spoof_check(conf.key, *_spoof_identity(cmd_args, prev))))
     if conf.ipam_type:
         steps.append(("IPAM", lambda: run_ipam("DEL", cmd_args, conf)))
     steps.append(("container interface", lambda: remove_container_interface(cmd_args, prev, netns_fd)))
@@ -466,17 +475,6 @@ def _attachment_addresses(cmd_args: CmdArgs, conf: BridgeConf, prev: dict, netns
     return None
 
 
-def remove_masquerade(key: str, addresses: list[str] | None) -> None:
-    """Remove the attachment's masquerade (found by address, or by listing our maps when
-    the addresses are unknown), and the subnet chains nothing jumps to any more."""
-    if addresses is None:
-        owned = [e for name in masq.MAPS.values() for e in table.elements("inet", name) if e.comment == key]
-        removed = table.delete("inet", owned)
-    else:
-        removed = table.remove("inet", key, masq.elements(key, addresses))
-    table.prune_chains("inet", {element.data[1]: 1 for element in removed})
-
-
 def _spoof_identity(cmd_args: CmdArgs, prev: dict) -> tuple[str | None, str | None]:
     """(host veth, container MAC) from prevResult, or (None, None)."""
     interfaces = prev.get("interfaces") or []
@@ -484,15 +482,6 @@ def _spoof_identity(cmd_args: CmdArgs, prev: dict) -> tuple[str | None, str | No
                 None)
     mac = next((i.get("mac") for i in interfaces if i.get("sandbox") and i.get("name") == cmd_args.ifname), None)
     return host, mac
-
-
-def remove_mac_spoof_check(conf: BridgeConf, host_ifname: str | None, mac: str | None) -> None:
-    if host_ifname and mac:
-        table.remove("bridge", conf.key, spoof.elements(conf.key, host_ifname, mac))
-    else:
-        owned = [e for name in (spoof.PORTS, spoof.ALLOWED) for e in table.elements("bridge", name)
-                 if e.comment == conf.key]
-        table.delete("bridge", owned)
 
 
 def remove_container_interface(cmd_args: CmdArgs, prev: dict, netns_fd: int | None) -> None:
@@ -573,30 +562,14 @@ def cmd_check(cmd_args: CmdArgs) -> None:
             if veth.master != bridge.index:
                 raise _check_failed(f"host interface {iface['name']} is not a port of {conf.bridge}")
 
+    problem = None
     if conf.ip_masq:
-        check_masquerade(conf.key, [ip["address"] for ip in prev.get("ips") or []])
-    if conf.mac_spoof_check:
-        host_ifname, mac = _spoof_identity(cmd_args, prev)
-        if host_ifname and mac:
-            _check_elements("the MAC spoof check", conf.key, spoof.elements(conf.key, host_ifname, mac), spoof.layout)
-
-
-def check_masquerade(key: str, addresses: list[str]) -> None:
-    _check_elements("masquerade", key, masq.elements(key, addresses), masq.layout_of)
-
-
-def _check_elements(feature: str, key: str, wanted: list, layout_of) -> None:
-    """The attachment's traffic is handled only if its elements are there, with their data,
-    and the rules they depend on are intact."""
-    if not wanted:
-        return
-    layout = layout_of(wanted)
-    for element, stored in zip(wanted, table.lookup(layout.family, wanted)):
-        if stored is None or stored.comment != key or stored.data != element.data:
-            raise _check_failed(f"{feature} of {key}: an element of {element.set} is missing or not ours")
-    problems = table.layout_problems(layout)
-    if problems:
-        raise _check_failed(f"{feature} of {key} would not apply: {'; '.join(problems)}")
+        problem = firewall().masquerade_problem(conf.key, [ip["address"] for ip in prev.get("ips") or []])
+    host_ifname, mac = _spoof_identity(cmd_args, prev)
+    if conf.mac_spoof_check and host_ifname and mac and problem is None:
+        problem = firewall().spoof_check_problem(conf.key, host_ifname, mac)
+    if problem:
+        raise _check_failed(problem)
 
 
 def _check_failed(what: str) -> CNIError:
@@ -620,7 +593,7 @@ def cmd_gc(cmd_args: CmdArgs) -> None:
         except CNIError as err:
             failures.append(err)
     try:
-        removed = gc_nft(conf.network, valid)
+        removed = firewall().gc(conf.network, valid)
         if removed:
             log(f"GC removed {len(removed)} elements of {sorted({e.comment for e in removed})}")
     except CNIError as err:
@@ -630,26 +603,13 @@ def cmd_gc(cmd_args: CmdArgs) -> None:
         raise failures[0]
 
 
-def gc_nft(network: str, valid: set[tuple[str, str]]) -> list:
-    """Remove `network`'s masquerade and MAC spoof check elements of attachments not in
-    `valid`, then every subnet chain nothing jumps to; return the removed elements."""
-    removed = []
-    for family, sets in (("inet", masq.MAPS.values()), ("bridge", (spoof.PORTS, spoof.ALLOWED))):
-        found = [e for name in sets for e in table.elements(family, name)]
-        stale = table.stale_keys(network, {e.comment for e in found}, valid)
-        removed += table.delete(family, [e for e in found if e.comment in stale])
-    chains = [chain for chain in table.chain_uses("inet") if masq.is_subnet_chain(chain)]
-    table.prune_chains("inet", {chain: 1 for chain in chains})
-    return removed
-
-
 def cmd_status(cmd_args: CmdArgs) -> None:
     conf = BridgeConf(cmd_args)
     if conf.ipam_type:
         run_ipam("STATUS", cmd_args, conf)
     if conf.ip_masq or conf.mac_spoof_check:
         try:
-            table.usable()
+            firewall().usable()
         except CNIError as err:
             raise CNIError(NOT_AVAILABLE, "nftables is not usable", str(err)) from None
 

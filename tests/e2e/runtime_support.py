@@ -142,30 +142,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def masq_elements() -> list[tuple[str, str]]:
-    """(ip, comment) of the elements in table inet cni_bridge's maps, on the real host."""
-    res = sh("nft", "-j", "list", "table", "inet", "cni_bridge")
+def masq_elements(exec_prefix=()) -> list[tuple[str, str]]:
+    """(ip, comment) of the pod addresses in table inet cni_bridge's masquerade sets (pods4,
+    pods6), in the netns exec_prefix runs in (e.g. ["ip", "netns", "exec", NODE])."""
+    res = sh(*exec_prefix, "nft", "-j", "list", "table", "inet", "cni_bridge")
     if res.returncode != 0:
         return []
     out = []
     for item in json.loads(res.stdout)["nftables"]:
-        for elem in item.get("map", {}).get("elem", []):
-            key = elem[0]
-            out.append((key["elem"]["val"], key["elem"].get("comment", "")) if isinstance(key, dict) else (key, ""))
+        if item.get("set", {}).get("name") in ("pods4", "pods6"):
+            for elem in item["set"].get("elem", []):
+                out.append((elem["elem"]["val"], elem["elem"].get("comment", "")) if "elem" in elem else (elem, ""))
     return out
 
 
 def remove_network_leftovers(network: str, bridge: str, subnet) -> None:
-    """Teardown after a failure: the bridge, `network`'s masquerade elements, the subnet's chain.
+    """Teardown after a failure: the bridge and `network`'s masquerade elements.
 
     Only names this test chose; the table itself stays (other networks may use it).
     """
     sh("ip", "link", "del", bridge)
     for ip, comment in masq_elements():
         if comment.startswith(f"{network}/"):
-            sh("nft", "delete", "element", "inet", "cni_bridge", "masq4", f"{{ {ip} }}")
-    # refused by the kernel while an element still jumps to it
-    sh("nft", "delete", "chain", "inet", "cni_bridge", f"masq-{subnet.network_address}_{subnet.prefixlen}")
+            sh("nft", "delete", "element", "inet", "cni_bridge", "pods4", f"{{ {ip} }}")
+            sh("nft", "delete", "element", "inet", "cni_bridge", "pods4_local", f"{{ {ip} . {subnet} }}")
 
 
 def unmount_under(directory: Path) -> None:

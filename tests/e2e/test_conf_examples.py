@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+import runtime_support as rs
+
 from cni_bridge.cli.runtime import NetworkList, Runtime, RuntimeConf, RuntimeFailure
 from plugin_runner import lease_files
 
@@ -154,10 +156,6 @@ def elements(ns: str, prefix: str) -> list:
             if body and body["name"].startswith(prefix) for e in body.get("elem", [])]
 
 
-def masq_elements(ns: str) -> list:
-    return elements(ns, "masq")
-
-
 # A server in the container: a number of connections, each answered with "published".
 _SERVE_ONCE = r"""
 import socket, sys
@@ -247,7 +245,7 @@ def test_conf_example(path, netns_pair, our_bin, tmp_path):
         for route in bridge_conf["ipam"].get("routes", []):
             dst = "default" if route["dst"] == "0.0.0.0/0" else route["dst"]
             assert any(r["dst"] == dst and r.get("gateway") == gateway for r in routes), (route, routes)
-        assert bool(masq_elements(host_ns)) == bool(bridge_conf.get("ipMasq")), masq_elements(host_ns)
+        assert bool(rs.masq_elements(['ip', 'netns', 'exec', host_ns])) == bool(bridge_conf.get("ipMasq")), rs.masq_elements(['ip', 'netns', 'exec', host_ns])
         if "loopback" in types:
             lo = next(link for link in links(ctr_ns) if link["ifname"] == "lo")
             assert "UP" in lo["flags"]
@@ -268,7 +266,7 @@ def test_conf_example(path, netns_pair, our_bin, tmp_path):
         assert [link["ifname"] for link in links(ctr_ns)] == ["lo"]
         assert not [link for link in links(host_ns) if link.get("linkinfo", {}).get("info_kind") == "veth"]
         assert lease_files(data_dir / name) == {}
-        assert masq_elements(host_ns) == [] and elements(host_ns, "portmap") == []
+        assert rs.masq_elements(['ip', 'netns', 'exec', host_ns]) == [] and elements(host_ns, "portmap") == []
         saved = iptables_save(host_ns)
         assert str(address.ip) not in saved and f"--dport {HOST_PORT}" not in saved
         # DEL again (runtimes retry) is still a success

@@ -278,10 +278,7 @@ state = "{base}/state"
         return lease_files(self.data_dir / self.network["name"])
 
     def masquerade_elements(self) -> list:
-        res = self.node.run("nft", "-j", "list", "table", "inet", "cni_bridge", check=False)
-        if res.returncode != 0:
-            return []
-        return [e for item in json.loads(res.stdout)["nftables"] if "map" in item for e in item["map"].get("elem", [])]
+        return rs.masq_elements(["nsenter", f"--net={self.node.path}"])
 
     def pod_processes(self) -> list[int]:
         """Processes in the pods' cgroups (each cgroup v1 hierarchy, or the v2 tree)."""

@@ -5,8 +5,9 @@ CNI_COMMAND=ADD into each container's netns (docker's SandboxKey), then DEL.
 The dockerd is the test's own (its data root, exec root, socket, pid file and config in a
 temp dir; no docker0, no iptables, no ip_forward changes), started and stopped here; the
 Debian client /usr/bin/docker is called by full path (a newer client in /usr/local/bin
-shadows it). The plugins run in the REAL host netns, so the bridge name, network name and
-subnet (a free 10.213.x.0/24) are unique, and teardown removes only what the test made.
+shadows it). The plugins run inside a throwaway "node" namespace, as a runtime in it would
+run them: the bridge, the routes and our nftables table live there and go with it, and the
+host's own are never touched. The containers' namespaces are docker's.
 """
 
 import json
@@ -14,6 +15,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 from ipaddress import ip_address, ip_interface
 from pathlib import Path
@@ -21,8 +23,8 @@ from pathlib import Path
 import pytest
 
 import runtime_support as rs
-from runtime_support import dockerd, host_netfilter_restored  # noqa: F401  (fixtures: a dockerd; the host restored)
-from runtime_support import free_subnet, http_get, masq_elements, sh
+from runtime_support import dockerd  # noqa: F401  (fixture: a private dockerd)
+from runtime_support import masq_elements, sh
 
 pytestmark = pytest.mark.e2e
 
@@ -31,19 +33,24 @@ IMAGE = rs.DOCKER_IMAGE
 PORT = 8080
 
 
-class Network:
-    """Our bridge plugin as a runtime runs it, with a unique bridge, subnet and dataDir."""
+SUBNET = ip_interface("10.185.7.0/24").network
+HTTP_GET = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode(), end='')"
 
-    def __init__(self, base: Path, plugins: Path, tag: str, subnet):
-        self.plugins, self.subnet = plugins, subnet
+
+class Network:
+    """Our bridge plugin as a runtime in the node namespace runs it."""
+
+    def __init__(self, base: Path, plugins: Path, tag: str, node: str):
+        self.plugins, self.subnet, self.node = plugins, SUBNET, node
+        self.in_node = ["nsenter", f"--net=/run/netns/{node}"]
         self.name, self.bridge = f"cnibdk{tag}", f"cnibd{tag}"
-        self.gateway = str(subnet.network_address + 1)
+        self.gateway = str(self.subnet.network_address + 1)
         self.data_dir = base / "leases"
         self.conf = {
             "cniVersion": "1.1.0", "name": self.name, "type": "bridge", "bridge": self.bridge,
             "isGateway": True, "ipMasq": True,
             "ipam": {"type": "host-local", "dataDir": str(self.data_dir),
-                     "ranges": [[{"subnet": str(subnet)}]], "routes": [{"dst": "0.0.0.0/0"}]},
+                     "ranges": [[{"subnet": str(self.subnet)}]], "routes": [{"dst": "0.0.0.0/0"}]},
         }
 
     def exec(self, command: str, container_id: str, netns: str, prev: dict | None = None):
@@ -51,8 +58,18 @@ class Network:
         env.update(CNI_COMMAND=command, CNI_CONTAINERID=container_id, CNI_NETNS=netns,
                    CNI_IFNAME="eth0", CNI_PATH=str(self.plugins))
         conf = dict(self.conf, prevResult=prev) if prev else self.conf
-        return subprocess.run([str(self.plugins / "bridge")], env=env, input=json.dumps(conf).encode(),
+        return subprocess.run([*self.in_node, str(self.plugins / "bridge")], env=env, input=json.dumps(conf).encode(),
                               capture_output=True, timeout=60)
+
+    def sh(self, *cmd):
+        """A command on the node."""
+        return sh(*self.in_node, *cmd)
+
+    def ports(self) -> list:
+        return json.loads(self.sh("ip", "-j", "link", "show", "master", self.bridge).stdout or "[]")
+
+    def masquerade(self) -> list[tuple[str, str]]:
+        return [e for e in masq_elements(self.in_node) if e[1].startswith(f"{self.name}/")]
 
     def run(self, command: str, container_id: str, netns: str, prev: dict | None = None):
         proc = self.exec(command, container_id, netns, prev)
@@ -74,17 +91,21 @@ def net(dockerd, tmp_path_factory):
     base = tmp_path_factory.mktemp("dockernet")
     plugins = base / "bin"
     shutil.copytree(src, plugins, symlinks=True)
-    network = Network(base, plugins, secrets.token_hex(3), free_subnet(pytest.skip))
-    network.attached = {}  # role -> (container id, netns path)
+    tag = secrets.token_hex(3)
+    node = f"cnibdk-node-{tag}"
+    subprocess.run(["ip", "netns", "add", node], check=True)
     try:
+        subprocess.run(["ip", "-n", node, "link", "set", "lo", "up"], check=True)
+        network = Network(base, plugins, tag, node)
+        network.attached = {}  # role -> (container id, netns path)
         yield network
-    finally:
         for cid, netns in network.attached.values():  # DEL whatever a failed test left
             try:
                 network.run("DEL", cid, netns)
             except AssertionError:
                 pass
-        rs.remove_network_leftovers(network.name, network.bridge, network.subnet)
+    finally:
+        subprocess.run(["ip", "netns", "del", node], check=False)  # the bridge and our table go with it
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +147,7 @@ def test_add_wired_the_containers(dockerd, net, containers):
         # and docker sees the same address from inside the container
         assert c["ip"] in dockerd("exec", c["name"], "ip", "-4", "addr", "show", "eth0")
     assert net.leases() == {c["ip"]: f"{c['id']}\r\neth0".encode() for c in containers.values()}
-    ours = {ip: comment for ip, comment in masq_elements() if comment.startswith(f"{net.name}/")}
-    assert ours == {c["ip"]: f"{net.name}/{c['id']}/eth0" for c in containers.values()}
+    assert dict(net.masquerade()) == {c["ip"]: f"{net.name}/{c['id']}/eth0" for c in containers.values()}
 
 
 def test_check_passes(net, containers):
@@ -137,9 +157,9 @@ def test_check_passes(net, containers):
 
 def test_traffic_host_and_containers(dockerd, net, containers):
     web, client = containers["web"], containers["client"]
-    for c in containers.values():  # host -> containers
-        assert sh("ping", "-c", "1", "-W", "2", c["ip"]).returncode == 0, c["ip"]
-    assert http_get(f"http://{web['ip']}:{PORT}/") == rs.INDEX
+    for c in containers.values():  # node -> containers
+        assert net.sh("ping", "-c", "1", "-W", "2", c["ip"]).returncode == 0, c["ip"]
+    assert net.sh(sys.executable, "-c", HTTP_GET, f"http://{web['ip']}:{PORT}/").stdout == rs.INDEX
     # container -> container and container -> host (the gateway on our bridge)
     dockerd("exec", client["name"], "ping", "-c", "1", "-W", "2", web["ip"])
     dockerd("exec", web["name"], "ping", "-c", "1", "-W", "2", client["ip"])
@@ -155,12 +175,12 @@ def test_del_leaves_nothing(dockerd, net, containers):
         del net.attached[role]
         assert [link["ifname"] for link in json.loads(in_netns(c["netns"], "ip", "-j", "link", "show"))] == ["lo"]
         net.run("DEL", c["id"], c["netns"])  # again, as runtimes retry: still success
-    assert json.loads(sh("ip", "-j", "link", "show", "master", net.bridge).stdout or "[]") == []
+    assert net.ports() == []
     assert net.leases() == {}
-    assert [e for e in masq_elements() if e[1].startswith(f"{net.name}/")] == []
+    assert net.masquerade() == []
     # the containers run on, unplugged
     assert "eth0" not in dockerd("exec", containers["client"]["name"], "ip", "link")
-    assert sh("ping", "-c", "1", "-W", "1", containers["web"]["ip"]).returncode != 0
+    assert net.sh("ping", "-c", "1", "-W", "1", containers["web"]["ip"]).returncode != 0
     for c in containers.values():
         dockerd("rm", "--force", c["name"])
 
@@ -189,6 +209,6 @@ def test_del_after_the_container_is_gone(dockerd, net):
     # fails here with 999 "unknown FS magic" and keeps the lease.)
     assert proc.returncode == 0, proc.stdout
     assert net.leases() == {}
-    assert [e for e in masq_elements() if e[1].startswith(f"{net.name}/")] == []
-    assert json.loads(sh("ip", "-j", "link", "show", "master", net.bridge).stdout or "[]") == []
+    assert net.masquerade() == []
+    assert net.ports() == []
     net.run("DEL", cid, "")  # no netns at all (spec: DEL may be called with CNI_NETNS empty)

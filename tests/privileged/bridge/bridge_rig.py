@@ -181,19 +181,20 @@ class Rig:
         return ns.ip_json(family, "route", "show")
 
     def nft_elements(self) -> set[tuple[str, str, str]]:
-        """(map, ip, comment) of every element of our masquerade maps; empty without the table."""
-        listing = self.nft_table()
-        found = set()
-        for item in listing:
-            m = item.get("map")
-            if not m or m.get("name") not in ("masq4", "masq6"):
+        """(set, ip, comment) of every pod address in our masquerade sets (pods4, pods6), each
+        checked to have its twin in pods4_local / pods6_local; empty without the table."""
+        found, local = set(), set()
+        for item in self.nft_table():
+            s = item.get("set")
+            if not s or s.get("name") not in ("pods4", "pods6", "pods4_local", "pods6_local"):
                 continue
-            for elem in m.get("elem", []):
-                key = elem[0] if isinstance(elem, list) else elem
-                if isinstance(key, dict):
-                    found.add((m["name"], key["elem"]["val"], key["elem"].get("comment", "")))
+            for elem in s.get("elem", []):
+                val, comment = (elem["elem"]["val"], elem["elem"].get("comment", "")) if "elem" in elem else (elem, "")
+                if s["name"].endswith("_local"):
+                    local.add((s["name"][:5], val["concat"][0], comment))
                 else:
-                    found.add((m["name"], key, ""))
+                    found.add((s["name"], val, comment))
+        assert found == local, (found, local)
         return found
 
     def nft_table(self) -> list[dict]:

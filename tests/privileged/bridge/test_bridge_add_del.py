@@ -37,17 +37,15 @@ def test_two_containers_talk_to_each_other_and_the_host_and_are_masqueraded(rig)
     assert rig.tcp(b, rig.host, "10.99.0.1") == f"echo:hello from:{ip_b}"
     assert rig.tcp(rig.host, a, ip_a, bind="0.0.0.0") == "echo:hello from:10.99.0.1"
 
-    # Masquerade: one element per container, commented with its attachment, jumping to
-    # the subnet's chain, whose rule masquerades what leaves the subnet.
-    assert rig.nft_elements() == {("masq4", ip_a, f"{NETWORK}/ctr-a/eth0"), ("masq4", ip_b, f"{NETWORK}/ctr-b/eth0")}
+    # Masquerade: the pod's address in our sets, commented with its attachment, and the
+    # static rules that masquerade what leaves its subnet.
+    assert rig.nft_elements() == {("pods4", ip_a, f"{NETWORK}/ctr-a/eth0"), ("pods4", ip_b, f"{NETWORK}/ctr-b/eth0")}
     rules = [item["rule"] for item in rig.nft_table() if "rule" in item]
-    subnet_rules = [r for r in rules if r["chain"] == "masq-10.99.0.0_24"]
-    assert len(subnet_rules) == 1 and any("masquerade" in e for e in subnet_rules[0]["expr"])
-    assert any(r["chain"] == "postrouting" for r in rules)
+    assert [r["chain"] for r in rules] == ["pod-masq"] * 6 and any("masquerade" in e for e in rules[2]["expr"])
     assert rig.leases() == {ip_a: "ctr-a\r\neth0", ip_b: "ctr-b\r\neth0"}
 
     rig.ok("DEL", conf, a, container_id="ctr-a")
-    assert rig.nft_elements() == {("masq4", ip_b, f"{NETWORK}/ctr-b/eth0")}
+    assert rig.nft_elements() == {("pods4", ip_b, f"{NETWORK}/ctr-b/eth0")}
     assert rig.leases() == {ip_b: "ctr-b\r\neth0"}
     assert a.link("eth0") is None
     assert {p["ifname"] for p in rig.ports()} == {res_b["interfaces"][1]["name"]}
@@ -81,8 +79,8 @@ def test_dual_stack(rig):
     assert rig.tcp(a, b, b6) == f"echo:hello from:{a6}"
 
     key_a, key_b = f"{NETWORK}/ctr-a/eth0", f"{NETWORK}/ctr-b/eth0"
-    assert rig.nft_elements() == {("masq4", a4, key_a), ("masq6", a6, key_a),
-                                  ("masq4", b4, key_b), ("masq6", b6, key_b)}
+    assert rig.nft_elements() == {("pods4", a4, key_a), ("pods6", a6, key_a),
+                                  ("pods4", b4, key_b), ("pods6", b6, key_b)}
     assert rig.leases() == {a4: "ctr-a\r\neth0", a6: "ctr-a\r\neth0", b4: "ctr-b\r\neth0", b6: "ctr-b\r\neth0"}
 
     rig.ok("DEL", conf, a, container_id="ctr-a")
@@ -201,7 +199,7 @@ def test_del_keeps_other_interfaces_of_the_same_container(rig):
     assert c.link("eth0") is None and c.link("net1") is not None
     ip1 = _ip(res1)
     assert rig.leases() == {ip1: "ctr1\r\nnet1"}
-    assert rig.nft_elements() == {("masq4", ip1, f"{NETWORK}/ctr1/net1")}
+    assert rig.nft_elements() == {("pods4", ip1, f"{NETWORK}/ctr1/net1")}
 
 
 def test_concurrent_adds_on_a_new_bridge(rig):
@@ -223,7 +221,7 @@ def test_concurrent_adds_on_a_new_bridge(rig):
     assert rig.cidrs(rig.host, rig.bridge) == {"10.99.0.1/24", "fd99::1/64"}
     # One set of rules however many ADDs raced to create them.
     rules = [item["rule"] for item in rig.nft_table() if "rule" in item]
-    assert sorted(r["chain"] for r in rules) == ["masq-10.99.0.0_24", "masq-fd99___64", "postrouting", "postrouting"]
+    assert [r["chain"] for r in rules] == ["pod-masq"] * 6
     assert rig.ping(containers[0], _ip(runs[-1].out, 6))
 
     with ThreadPoolExecutor(len(containers)) as pool:
@@ -240,7 +238,7 @@ def test_repeated_add_of_the_same_attachment_fails_and_keeps_the_first(rig):
     error = rig.fails("ADD", conf, c)
     assert "eth0" in error["msg"]
     assert rig.leases() == {"10.99.0.2": "ctr1\r\neth0"}
-    assert rig.nft_elements() == {("masq4", "10.99.0.2", f"{NETWORK}/ctr1/eth0")}
+    assert rig.nft_elements() == {("pods4", "10.99.0.2", f"{NETWORK}/ctr1/eth0")}
     assert [v["ifname"] for v in rig.host_veths()] == [first["interfaces"][1]["name"]]
     rig.ok("CHECK", {**conf, "prevResult": first}, c)
 

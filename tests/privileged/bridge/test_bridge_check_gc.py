@@ -37,7 +37,7 @@ def _unplug_host_veth(rig, c, result):
 
 
 def _delete_masquerade_element(rig, c, result):
-    run("ip", "netns", "exec", rig.host.name, "nft", "delete", "element", "inet", "cni_bridge", "masq4", "{ 10.99.0.2 }")
+    run("ip", "netns", "exec", rig.host.name, "nft", "delete", "element", "inet", "cni_bridge", "pods4", "{ 10.99.0.2 }")
     return "masquerade"
 
 
@@ -136,7 +136,7 @@ def test_gc_leaves_other_networks_alone(rig):
     rig.ok("GC", {**conf_a, "cni.dev/valid-attachments": []})
     assert rig.leases() == {}
     assert rig.leases("brtother") == {"10.98.0.2": "ctr-b\r\neth0"}
-    assert rig.nft_elements() == {("masq4", "10.98.0.2", "brtother/ctr-b/eth0")}
+    assert rig.nft_elements() == {("pods4", "10.98.0.2", "brtother/ctr-b/eth0")}
 
 
 # ---- STATUS -----------------------------------------------------------------------------

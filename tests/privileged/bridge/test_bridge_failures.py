@@ -21,7 +21,7 @@ def test_ipam_exhausted(rig):
 
     rig.assert_no_attachment(b, container_id="ctr-b", others=1)
     assert rig.leases() == {"10.99.0.2": "ctr-a\r\neth0"}
-    assert rig.nft_elements() == {("masq4", "10.99.0.2", f"{NETWORK}/ctr-a/eth0")}
+    assert rig.nft_elements() == {("pods4", "10.99.0.2", f"{NETWORK}/ctr-a/eth0")}
     # The runtime's DEL after the failed ADD is harmless.
     rig.ok("DEL", conf, b, container_id="ctr-b")
     assert rig.leases() == {"10.99.0.2": "ctr-a\r\neth0"}

@@ -130,7 +130,7 @@ def test_ip_masq(rig, masq):
     result = rig.add(conf, c)
     o = outside_namespace(rig)
     if masq:
-        assert rig.nft_elements() == {("masq4", "10.99.0.2", f"{NETWORK}/ctr1/eth0")}
+        assert rig.nft_elements() == {("pods4", "10.99.0.2", f"{NETWORK}/ctr1/eth0")}
         # Traffic leaving the subnet arrives from the host's address...
         assert rig.tcp(c, o, "192.168.250.2") == "echo:hello from:192.168.250.1"
         # ...traffic inside it keeps the container's.

@@ -153,7 +153,7 @@ def test_ls_shows_what_is_missing_and_gc_removes_stale_attachments(node, make_ne
     assert sorted(line.split()[-1] for line in node.ok("ls").splitlines()[1:]) == ["ok", "stale"]
 
     # our rules of the live one removed by hand: ls says so
-    sh("ip", "netns", "exec", node.ns.name, "nft", "delete", "element", "inet", "cni_bridge", "masq4", "{ 10.180.1.2 }")
+    sh("ip", "netns", "exec", node.ns.name, "nft", "delete", "element", "inet", "cni_bridge", "pods4", "{ 10.180.1.2 }")
     assert node.ls()[live.name]["rules"] is False
     assert "missing rules" in node.ok("ls")
 

@@ -32,20 +32,25 @@ TIMEOUT = 20  # seconds, for every command we run
 RUNNER = """
 import json, sys
 from cni_bridge.cni import errors
-from cni_bridge.nft import table
-from cni_bridge.plugins import bridge
+from cni_bridge.plugins import bridge_firewall as firewall
 
 
 def key(net, cid, ifname):
-    return table.attachment_key(net, cid, ifname)
+    return firewall.attachment_key(net, cid, ifname)
+
+
+def check(net, cid, ifname, addrs):
+    problem = firewall.masquerade_problem(key(net, cid, ifname), addrs)
+    if problem:
+        raise errors.CNIError(999, "CHECK failed: " + problem)
 
 
 CALLS = {
-    "add_masquerade": lambda net, cid, ifname, addrs: bridge.add_masquerade(key(net, cid, ifname), addrs),
-    "remove_masquerade": lambda net, cid, ifname, addrs=None: bridge.remove_masquerade(key(net, cid, ifname), addrs),
-    "check_masquerade": lambda net, cid, ifname, addrs: bridge.check_masquerade(key(net, cid, ifname), addrs),
-    "gc_masquerade": lambda net, valid: sorted(e.comment for e in bridge.gc_nft(net, {tuple(v) for v in valid})),
-    "check_usable": table.usable,
+    "add_masquerade": lambda net, cid, ifname, addrs: firewall.add_masquerade(key(net, cid, ifname), addrs),
+    "remove_masquerade": lambda net, cid, ifname, addrs=None: firewall.remove_masquerade(key(net, cid, ifname), addrs),
+    "check_masquerade": check,
+    "gc_masquerade": lambda net, valid: sorted(e.comment for e in firewall.gc(net, {tuple(v) for v in valid})),
+    "check_usable": firewall.usable,
 }
 name, args = sys.argv[1], json.loads(sys.argv[2])
 try:
@@ -104,7 +109,7 @@ def table(ns):
     if res.returncode != 0:
         assert "No such file or directory" in res.stderr, res.stderr
         return None
-    chains, rules, maps, comments = {}, {}, {}, {}
+    chains, rules, sets, comments = {}, {}, {}, {}
     for item in json.loads(res.stdout)["nftables"]:
         if "chain" in item:
             c = item["chain"]
@@ -113,33 +118,50 @@ def table(ns):
         elif "rule" in item:
             rules.setdefault(item["rule"]["chain"], []).append(item["rule"]["expr"])
             comments.setdefault(item["rule"]["chain"], []).append(item["rule"].get("comment"))
-        elif "map" in item:
-            m = item["map"]
-            elems = {}
-            for key, verdict in m.get("elem", []):
-                if isinstance(key, dict):
-                    ip, comment = key["elem"]["val"], key["elem"].get("comment")
+        elif "set" in item or "map" in item:
+            s = item.get("set") or item["map"]
+            members = {}
+            for member in s.get("elem", []):
+                key = member[0] if isinstance(member, list) else member
+                if isinstance(key, dict) and "elem" in key:
+                    value, comment = key["elem"]["val"], key["elem"].get("comment")
                 else:  # an element without a comment
-                    ip, comment = key, None
-                elems[ip] = (comment, verdict["jump"]["target"])
-            maps[m["name"]] = (m["type"], m["map"], elems)
-    return {"chains": chains, "rules": rules, "maps": maps, "comments": comments}
+                    value, comment = key, None
+                members[json.dumps(value)] = comment
+            sets[s["name"]] = members
+    return {"chains": chains, "rules": rules, "sets": sets, "comments": comments}
 
 
 def elements(ns):
+    """{pod address: owner} of the pods4/pods6 sets; each must have its pods*_local twin."""
     t = table(ns)
-    return {} if t is None else {**t["maps"]["masq4"][2], **t["maps"]["masq6"][2]}
+    if t is None:
+        return {}
+    found = {}
+    for family in ("4", "6"):
+        pods = {json.loads(k): v for k, v in t["sets"][f"pods{family}"].items()}
+        local = {json.loads(k)["concat"][0]: v for k, v in t["sets"][f"pods{family}_local"].items()}
+        assert pods == local, (pods, local)
+        found.update(pods)
+    return found
 
 
-VMAP4 = [{"vmap": {"key": {"payload": {"protocol": "ip", "field": "saddr"}}, "data": "@masq4"}}]
-VMAP6 = [{"vmap": {"key": {"payload": {"protocol": "ip6", "field": "saddr"}}, "data": "@masq6"}}]
+SADDR4, DADDR4 = ({"payload": {"protocol": "ip", "field": f}} for f in ("saddr", "daddr"))
+SADDR6, DADDR6 = ({"payload": {"protocol": "ip6", "field": f}} for f in ("saddr", "daddr"))
 
 
-def subnet_rule(proto, addr, plen, maddr, mlen):
-    def ne(a, n):
-        return {"match": {"op": "!=", "left": {"payload": {"protocol": proto, "field": "daddr"}},
-                          "right": {"prefix": {"addr": a, "len": n}}}}
-    return [ne(addr, plen), ne(maddr, mlen), {"masquerade": None}]
+def _match(left, right):
+    return {"match": {"op": "==", "left": left, "right": right}}
+
+
+MASQUERADE_RULES = [
+    [_match(DADDR4, {"prefix": {"addr": "224.0.0.0", "len": 4}}), {"return": None}],
+    [_match({"concat": [SADDR4, DADDR4]}, "@pods4_local"), {"return": None}],
+    [_match(SADDR4, "@pods4"), {"masquerade": None}],
+    [_match(DADDR6, {"prefix": {"addr": "ff00::", "len": 8}}), {"return": None}],
+    [_match({"concat": [SADDR6, DADDR6]}, "@pods6_local"), {"return": None}],
+    [_match(SADDR6, "@pods6"), {"masquerade": None}],
+]
 
 
 # --- structure ------------------------------------------------------------------------------
@@ -148,48 +170,31 @@ def subnet_rule(proto, addr, plen, maddr, mlen):
 def test_first_add_creates_everything(ns):
     call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16"])
     t = table(ns)
-    assert t["chains"] == {
-        "postrouting": {"type": "nat", "hook": "postrouting", "prio": 100},
-        "masq-10.88.0.0_16": {},
-    }
-    assert t["rules"]["postrouting"] == [VMAP4, VMAP6]
-    assert t["rules"]["masq-10.88.0.0_16"] == [subnet_rule("ip", "10.88.0.0", 16, "224.0.0.0", 4)]
-    assert t["maps"] == {
-        "masq4": ("ipv4_addr", "verdict", {"10.88.0.5": ("net/c1/eth0", "masq-10.88.0.0_16")}),
-        "masq6": ("ipv6_addr", "verdict", {}),
-    }
-    assert t["comments"] == {"postrouting": ["cni_bridge masq v1 ipv4", "cni_bridge masq v1 ipv6"],
-                             "masq-10.88.0.0_16": ["cni_bridge masq v1 10.88.0.0/16"]}
+    assert t["chains"] == {"pod-masq": {"type": "nat", "hook": "postrouting", "prio": 100}}
+    assert t["rules"]["pod-masq"] == MASQUERADE_RULES
+    assert t["sets"]["pods4"] == {'"10.88.0.5"': "net/c1/eth0"}
+    local = {json.loads(k)["concat"][1]["prefix"]["addr"]: v for k, v in t["sets"]["pods4_local"].items()}
+    assert local == {"10.88.0.0": "net/c1/eth0"}  # its own subnet, 10.88.0.0/16
+    assert t["sets"]["pods6"] == {} and t["sets"]["pods6_local"] == {}
+    assert len(t["comments"]["pod-masq"]) == 6 and all(c.startswith("cni_bridge masq v2") for c in t["comments"]["pod-masq"])
 
 
 def test_more_adds_add_elements_only(ns):
     call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16"])
     before = table(ns)
     call(ns, "add_masquerade", "net", "c2", "eth0", ["10.88.0.6/16"])
+    call(ns, "add_masquerade", "net2", "c3", "eth0", ["10.89.1.7/24"])  # another network, another subnet
     after = table(ns)
-    assert after["chains"] == before["chains"]
-    assert after["rules"] == before["rules"]  # base-chain rules not duplicated
-    assert elements(ns) == {
-        "10.88.0.5": ("net/c1/eth0", "masq-10.88.0.0_16"),
-        "10.88.0.6": ("net/c2/eth0", "masq-10.88.0.0_16"),
-    }
-
-    # A second subnet gets its own chain; the base chain still has its two rules.
-    call(ns, "add_masquerade", "net2", "c3", "eth0", ["10.89.1.7/24"])
-    t = table(ns)
-    assert t["rules"]["postrouting"] == [VMAP4, VMAP6]
-    assert t["rules"]["masq-10.88.0.0_16"] == [subnet_rule("ip", "10.88.0.0", 16, "224.0.0.0", 4)]
-    assert t["rules"]["masq-10.89.1.0_24"] == [subnet_rule("ip", "10.89.1.0", 24, "224.0.0.0", 4)]
-    assert elements(ns)["10.89.1.7"] == ("net2/c3/eth0", "masq-10.89.1.0_24")
+    assert after["chains"] == before["chains"] and after["rules"] == before["rules"]  # nothing per subnet
+    assert elements(ns) == {"10.88.0.5": "net/c1/eth0", "10.88.0.6": "net/c2/eth0", "10.89.1.7": "net2/c3/eth0"}
 
 
 def test_repeated_add_is_idempotent(ns):
     for _ in range(2):
         call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16", "fd00::5/64"])
     t = table(ns)
-    assert t["rules"]["postrouting"] == [VMAP4, VMAP6]
-    assert all(len(r) == 1 for name, r in t["rules"].items() if name != "postrouting")
-    assert set(elements(ns)) == {"10.88.0.5", "fd00::5"}
+    assert t["rules"]["pod-masq"] == MASQUERADE_RULES
+    assert elements(ns) == {"10.88.0.5": "net/c1/eth0", "fd00::5": "net/c1/eth0"}
 
 
 def test_add_takes_over_a_stale_element(ns):
@@ -197,26 +202,19 @@ def test_add_takes_over_a_stale_element(ns):
     # comment must replace the old one (a plain `add element` would keep the old comment).
     call(ns, "add_masquerade", "net", "dead", "eth0", ["10.88.0.5/16"])
     call(ns, "add_masquerade", "net", "new", "eth0", ["10.88.0.5/16"])
-    assert elements(ns) == {"10.88.0.5": ("net/new/eth0", "masq-10.88.0.0_16")}
+    assert elements(ns) == {"10.88.0.5": "net/new/eth0"}
     assert call(ns, "gc_masquerade", "net", [["new", "eth0"]]) == []
     call(ns, "remove_masquerade", "net", "dead", "eth0")
-    assert set(elements(ns)) == {"10.88.0.5"}
+    assert elements(ns) == {"10.88.0.5": "net/new/eth0"}
 
 
 def test_ipv6(ns):
     call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16", "fd00::5/64"])
     call(ns, "add_masquerade", "net", "c2", "eth0", ["2001:db8:1:2::9/56"])
-    t = table(ns)
-    assert t["rules"]["masq-fd00___64"] == [subnet_rule("ip6", "fd00::", 64, "ff00::", 8)]
-    assert t["rules"]["masq-2001_db8_1___56"] == [subnet_rule("ip6", "2001:db8:1::", 56, "ff00::", 8)]
-    assert t["maps"]["masq6"][2] == {
-        "fd00::5": ("net/c1/eth0", "masq-fd00___64"),
-        "2001:db8:1:2::9": ("net/c2/eth0", "masq-2001_db8_1___56"),
-    }
+    local6 = {json.loads(k)["concat"][1]["prefix"]["addr"] for k in table(ns)["sets"]["pods6_local"]}
+    assert local6 == {"fd00::", "2001:db8:1::"}
     call(ns, "remove_masquerade", "net", "c1", "eth0")
-    assert set(elements(ns)) == {"2001:db8:1:2::9"}
-    # Nothing jumps to their subnets' chains any more: they went with the last element.
-    assert set(table(ns)["chains"]) == {"postrouting", "masq-2001_db8_1___56"}
+    assert elements(ns) == {"2001:db8:1:2::9": "net/c2/eth0"}
 
 
 def test_listing_reloads_with_nft_f(ns):
@@ -238,17 +236,20 @@ def test_del_removes_only_that_attachment(ns):
     call(ns, "add_masquerade", "net", "c1", "eth1", ["10.88.0.6/16"])
     call(ns, "add_masquerade", "net", "c2", "eth0", ["10.88.0.7/16"])
     call(ns, "add_masquerade", "other", "c1", "eth0", ["10.90.0.5/16"])
-    call(ns, "remove_masquerade", "net", "c1", "eth0")
-    assert elements(ns) == {
-        "10.88.0.6": ("net/c1/eth1", "masq-10.88.0.0_16"),
-        "10.88.0.7": ("net/c2/eth0", "masq-10.88.0.0_16"),
-        "10.90.0.5": ("other/c1/eth0", "masq-10.90.0.0_16"),
-    }
+    call(ns, "remove_masquerade", "net", "c1", "eth0", ["10.88.0.5/16", "fd00::5/64"])
+    assert elements(ns) == {"10.88.0.6": "net/c1/eth1", "10.88.0.7": "net/c2/eth0", "10.90.0.5": "other/c1/eth0"}
     t = table(ns)
-    assert t["rules"]["postrouting"] == [VMAP4, VMAP6]
-    # DEL twice is success and changes nothing.
+    # DEL twice is success and changes nothing; so is DEL without the addresses.
+    call(ns, "remove_masquerade", "net", "c1", "eth0", ["10.88.0.5/16", "fd00::5/64"])
     call(ns, "remove_masquerade", "net", "c1", "eth0")
     assert table(ns) == t
+
+
+def test_del_without_addresses_finds_the_elements_by_owner(ns):
+    call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16", "fd00::5/64"])
+    call(ns, "add_masquerade", "net", "c2", "eth0", ["10.88.0.7/16"])
+    call(ns, "remove_masquerade", "net", "c1", "eth0")
+    assert elements(ns) == {"10.88.0.7": "net/c2/eth0"}
 
 
 def test_del_gc_and_check_without_table(ns):
@@ -262,29 +263,28 @@ def test_del_gc_and_check_without_table(ns):
 
 def test_del_with_table_but_foreign_element_without_comment(ns):
     call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16"])
-    sh("ip", "netns", "exec", ns, "nft", "add", "element", "inet", "cni_bridge", "masq4",
-       "{ 10.88.0.99 : jump masq-10.88.0.0_16 }")
+    sh("ip", "netns", "exec", ns, "nft", "add", "element", "inet", "cni_bridge", "pods4", "{ 10.88.0.99 }")
     call(ns, "remove_masquerade", "net", "c1", "eth0")
-    assert elements(ns) == {"10.88.0.99": (None, "masq-10.88.0.0_16")}
+    assert table(ns)["sets"]["pods4"] == {'"10.88.0.99"': None}
 
 
 def test_del_by_address_leaves_a_new_owner_alone(ns):
     call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16"])
     call(ns, "add_masquerade", "net", "c2", "eth0", ["10.88.0.5/16"])  # the address went to c2
     call(ns, "remove_masquerade", "net", "c1", "eth0", ["10.88.0.5/16"])
-    assert elements(ns) == {"10.88.0.5": ("net/c2/eth0", "masq-10.88.0.0_16")}
+    assert elements(ns) == {"10.88.0.5": "net/c2/eth0"}
 
 
-def test_last_del_of_a_subnet_removes_its_chain(ns):
+def test_after_the_last_del_nothing_names_an_address_or_subnet(ns):
     call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16", "fd00::5/64"])
-    call(ns, "add_masquerade", "net", "c2", "eth0", ["10.88.0.6/16"])
+    call(ns, "add_masquerade", "net2", "c2", "eth0", ["10.89.0.6/24"])
     call(ns, "remove_masquerade", "net", "c1", "eth0", ["10.88.0.5/16", "fd00::5/64"])
-    assert set(table(ns)["chains"]) == {"postrouting", "masq-10.88.0.0_16"}  # c2 still jumps there
-    call(ns, "remove_masquerade", "net", "c2", "eth0", ["10.88.0.6/16"])
+    call(ns, "remove_masquerade", "net2", "c2", "eth0", ["10.89.0.6/24"])
     t = table(ns)
-    # Only the base chain is left, and nothing in the table names a container address or subnet.
-    assert set(t["chains"]) == {"postrouting"} and elements(ns) == {}
-    assert t["rules"]["postrouting"] == [VMAP4, VMAP6]
+    assert set(t["chains"]) == {"pod-masq"} and t["rules"]["pod-masq"] == MASQUERADE_RULES
+    assert all(members == {} for members in t["sets"].values())
+    listing = sh("ip", "netns", "exec", ns, "nft", "list", "table", "inet", "cni_bridge").stdout
+    assert "10.88" not in listing and "10.89" not in listing and "fd00" not in listing
 
 
 def test_check_sees_what_would_not_be_masqueraded(ns):
@@ -293,34 +293,37 @@ def test_check_sees_what_would_not_be_masqueraded(ns):
     assert call(ns, "check_masquerade", "net", "c1", "eth0", addrs) is None
     with pytest.raises(CallFailed, match="net/c3/eth0"):  # names the attachment
         call(ns, "check_masquerade", "net", "c3", "eth0", ["10.88.0.7/16"])
-    for chain in ("masq-10.88.0.0_16", "postrouting", "masq-fd00___64"):
-        sh("ip", "netns", "exec", ns, "nft", "flush", "chain", "inet", "cni_bridge", chain)
-        with pytest.raises(CallFailed, match=f"chain {chain} is empty"):
-            call(ns, "check_masquerade", "net", "c1", "eth0", addrs)
-        # The next ADD whose traffic goes through that chain heals it.
-        call(ns, "add_masquerade", "net", "c2", "eth0", ["10.88.0.6/16", "fd00::6/64"])
-        assert call(ns, "check_masquerade", "net", "c1", "eth0", addrs) is None
-        call(ns, "remove_masquerade", "net", "c2", "eth0", ["10.88.0.6/16", "fd00::6/64"])
-    sh("ip", "netns", "exec", ns, "nft", "delete", "element", "inet", "cni_bridge", "masq6", "{ fd00::5 }")
-    with pytest.raises(CallFailed, match="masq6 is missing"):
+    sh("ip", "netns", "exec", ns, "nft", "flush", "chain", "inet", "cni_bridge", "pod-masq")
+    with pytest.raises(CallFailed, match="chain pod-masq is empty"):
+        call(ns, "check_masquerade", "net", "c1", "eth0", addrs)
+    call(ns, "add_masquerade", "net", "c2", "eth0", ["10.88.0.6/16"])  # the next ADD heals it
+    assert call(ns, "check_masquerade", "net", "c1", "eth0", addrs) is None
+    handle = next(r["rule"]["handle"] for r in json.loads(sh("ip", "netns", "exec", ns, "nft", "-j", "-a", "list",
+                                                              "chain", "inet", "cni_bridge", "pod-masq").stdout)[
+        "nftables"] if "rule" in r and "pods6" in json.dumps(r["rule"]["expr"]))
+    sh("ip", "netns", "exec", ns, "nft", "delete", "rule", "inet", "cni_bridge", "pod-masq", "handle", str(handle))
+    with pytest.raises(CallFailed, match="chain pod-masq holds rules"):
+        call(ns, "check_masquerade", "net", "c1", "eth0", addrs)
+    call(ns, "add_masquerade", "net", "c4", "eth0", ["10.88.0.8/16"])
+    sh("ip", "netns", "exec", ns, "nft", "delete", "element", "inet", "cni_bridge", "pods6", "{ fd00::5 }")
+    with pytest.raises(CallFailed, match="pods6 is missing"):
         call(ns, "check_masquerade", "net", "c1", "eth0", addrs)
 
 
 def test_a_flushed_chain_is_healed_by_the_next_add_in_place(ns):
     call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16"])
     before = table(ns)
-    sh("ip", "netns", "exec", ns, "nft", "flush", "chain", "inet", "cni_bridge", "masq-10.88.0.0_16")
-    sh("ip", "netns", "exec", ns, "nft", "flush", "chain", "inet", "cni_bridge", "postrouting")
+    sh("ip", "netns", "exec", ns, "nft", "flush", "chain", "inet", "cni_bridge", "pod-masq")
     call(ns, "add_masquerade", "net", "c2", "eth0", ["10.88.0.6/16"])
     after = table(ns)
     assert after["rules"] == before["rules"] and after["comments"] == before["comments"]
-    assert set(elements(ns)) == {"10.88.0.5", "10.88.0.6"}  # the elements survived the flushes
+    assert set(elements(ns)) == {"10.88.0.5", "10.88.0.6"}  # the elements survived the flush
 
 
 def test_a_foreign_rule_in_our_chain_is_replaced(ns):
     call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16"])
     before = table(ns)
-    sh("ip", "netns", "exec", ns, "nft", "add", "rule", "inet", "cni_bridge", "masq-10.88.0.0_16", "accept")
+    sh("ip", "netns", "exec", ns, "nft", "insert", "rule", "inet", "cni_bridge", "pod-masq", "accept")
     call(ns, "add_masquerade", "net", "c2", "eth0", ["10.88.0.6/16"])
     assert table(ns)["rules"] == before["rules"]
 
@@ -329,10 +332,9 @@ def test_a_deleted_table_is_rebuilt_by_the_next_add(ns):
     call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16"])
     sh("ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "cni_bridge")
     call(ns, "add_masquerade", "net", "c2", "eth0", ["10.88.0.6/16"])
-    t = table(ns)
-    assert t["rules"]["postrouting"] == [VMAP4, VMAP6] and "masq-10.88.0.0_16" in t["chains"]
+    assert table(ns)["rules"]["pod-masq"] == MASQUERADE_RULES
     # The bridge plugin gives back the others' elements from its leases (tests/privileged/bridge).
-    assert elements(ns) == {"10.88.0.6": ("net/c2/eth0", "masq-10.88.0.0_16")}
+    assert elements(ns) == {"10.88.0.6": "net/c2/eth0"}
 
 
 def test_gc_with_partial_valid_list(ns):
@@ -345,26 +347,49 @@ def test_gc_with_partial_valid_list(ns):
     call(ns, "add_masquerade", "other", "c2", "eth0", ["10.90.0.6/16"])
 
     removed = call(ns, "gc_masquerade", "net", [["c1", "eth0"], ["c3", "eth1"], [long_id, "eth0"]])
-    assert removed == sorted(["net/c2/eth0", "net/c3/eth0", nft_table.attachment_key("net", "gone-long" + long_id, "eth0")])
+    gone_long = nft_table.attachment_key("net", "gone-long" + long_id, "eth0")
+    assert removed == sorted(["net/c2/eth0"] * 2 + ["net/c3/eth0"] * 2 + [gone_long] * 2)  # two elements each
     assert set(elements(ns)) == {"10.88.0.5", "fd00::5", "10.88.0.8", "10.90.0.6"}
     # A second GC with the same list finds nothing more.
     assert call(ns, "gc_masquerade", "net", [["c1", "eth0"], ["c3", "eth1"], [long_id, "eth0"]]) == []
-    assert table(ns)["rules"]["postrouting"] == [VMAP4, VMAP6]
 
 
-def test_gc_removes_chains_nothing_jumps_to(ns):
-    call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16"])
-    # An empty subnet chain left by an older version (which never removed them).
-    sh("ip", "netns", "exec", ns, "nft", "add", "chain", "inet", "cni_bridge", "masq-10.77.0.0_16")
-    sh("ip", "netns", "exec", ns, "nft", "add", "rule", "inet", "cni_bridge", "masq-10.77.0.0_16", "masquerade")
-    assert call(ns, "gc_masquerade", "net", [["c1", "eth0"]]) == []
-    assert set(table(ns)["chains"]) == {"postrouting", "masq-10.88.0.0_16"}
-    assert call(ns, "gc_masquerade", "net", []) == ["net/c1/eth0"]
-    assert set(table(ns)["chains"]) == {"postrouting"}
+LEGACY_LAYOUT = """
+table inet cni_bridge {
+    map masq4 { type ipv4_addr : verdict; }
+    map masq6 { type ipv6_addr : verdict; }
+    chain postrouting {
+        type nat hook postrouting priority srcnat; policy accept;
+        ip saddr vmap @masq4
+        ip6 saddr vmap @masq6
+    }
+    chain masq-10.88.0.0_16 {
+        ip daddr != 10.88.0.0/16 ip daddr != 224.0.0.0/4 masquerade
+    }
+}
+add element inet cni_bridge masq4 { 10.88.0.5 comment "net/old1/eth0" : jump masq-10.88.0.0_16 }
+add element inet cni_bridge masq4 { 10.88.0.6 comment "net/old2/eth0" : jump masq-10.88.0.0_16 }
+"""
+
+
+def test_attachments_of_the_legacy_layout_are_removed_and_it_goes_as_it_empties(ns):
+    """A node upgraded with pods running: their masquerade stays in the legacy layout
+    (which the new one leaves alone), their DEL and GC remove it, the last one takes it."""
+    sh("ip", "netns", "exec", ns, "nft", "-f", "-", input=LEGACY_LAYOUT)
+    call(ns, "add_masquerade", "net", "new", "eth0", ["10.88.0.7/16"])
+    t = table(ns)
+    assert {"postrouting", "masq-10.88.0.0_16", "pod-masq"} <= set(t["chains"])
+    assert len(t["sets"]["masq4"]) == 2  # the old pods keep their NAT
+    call(ns, "remove_masquerade", "net", "old1", "eth0", ["10.88.0.5/16"])
+    assert set(table(ns)["sets"]["masq4"]) == {'"10.88.0.6"'}
+    assert call(ns, "gc_masquerade", "net", [["new", "eth0"]]) == ["net/old2/eth0"]
+    t = table(ns)
+    assert set(t["chains"]) == {"pod-masq"} and "masq4" not in t["sets"] and "masq6" not in t["sets"]
+    assert elements(ns) == {"10.88.0.7": "net/new/eth0"}
 
 
 def test_concurrent_adds_and_dels(ns):
-    """Many processes at once: every element lands, base-chain rules stay at two."""
+    """Many processes at once: every element lands, the rules are never duplicated."""
     def spawn(name, *args):
         return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", RUNNER, name,
                                  json.dumps(list(args))], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -375,34 +400,28 @@ def test_concurrent_adds_and_dels(ns):
         _, err = p.communicate(timeout=TIMEOUT)
         assert p.returncode == 0, err
     assert len(elements(ns)) == 12
-    assert table(ns)["rules"]["postrouting"] == [VMAP4, VMAP6]
-    procs = [spawn("remove_masquerade", "net", f"c{i}", "eth0") for i in range(12)]
+    assert table(ns)["rules"]["pod-masq"] == MASQUERADE_RULES
+    procs = [spawn("remove_masquerade", "net", f"c{i}", "eth0", [f"10.{88 + i % 3}.0.{i + 2}/16"]) for i in range(12)]
     procs += [spawn("remove_masquerade", "net", f"c{i}", "eth0") for i in range(0, 12, 3)]  # DEL twice
     for p in procs:
         _, err = p.communicate(timeout=TIMEOUT)
         assert p.returncode == 0, err
     assert elements(ns) == {}
-    assert set(table(ns)["chains"]) == {"postrouting"}  # every subnet chain went with its last element
 
 
-def test_del_and_add_of_one_subnet_race_safely(ns):
-    """A DEL that removes a subnet's last element while ADDs of the same subnet run: the
-    chain is removed only when nothing jumps to it, and every ADD ends masqueraded."""
-    def spawn(name, *args):
-        return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", RUNNER, name,
-                                 json.dumps(list(args))], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def test_concurrent_first_adds_on_an_empty_node(ns):
+    """ADDs that all find no table write the layout at once: one copy of the rules."""
+    def spawn(i):
+        return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", RUNNER, "add_masquerade",
+                                 json.dumps(["net", f"c{i}", "eth0", [f"10.88.0.{i + 2}/16"]])],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
-    for round_number in range(3):
-        call(ns, "add_masquerade", "net", "old", "eth0", ["10.88.0.2/16"])
-        procs = [spawn("remove_masquerade", "net", "old", "eth0", ["10.88.0.2/16"])]
-        procs += [spawn("add_masquerade", "net", f"n{round_number}-{i}", "eth0", [f"10.88.{round_number}.{i + 10}/16"])
-                  for i in range(6)]
-        for p in procs:
-            _, err = p.communicate(timeout=TIMEOUT)
-            assert p.returncode == 0, err
-        for i in range(6):
-            assert call(ns, "check_masquerade", "net", f"n{round_number}-{i}", "eth0",
-                        [f"10.88.{round_number}.{i + 10}/16"]) is None
+    procs = [spawn(i) for i in range(8)]
+    for p in procs:
+        _, err = p.communicate(timeout=TIMEOUT)
+        assert p.returncode == 0, err
+    assert table(ns)["rules"]["pod-masq"] == MASQUERADE_RULES
+    assert len(elements(ns)) == 8
 
 
 # --- STATUS and errors ---------------------------------------------------------------------------

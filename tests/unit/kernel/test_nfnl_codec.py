@@ -11,6 +11,7 @@ from pyroute2.netlink.nfnetlink import nfctsocket, nftsocket
 
 import conntrack_replies
 import nft_replies
+from oracle import ids_agree, pyroute2_ids
 from cni_bridge.kernel import nfnl
 from cni_bridge.kernel.netlink import HEADER, NLM_F_DUMP, NLM_F_REQUEST
 
@@ -34,6 +35,15 @@ def test_header_layout_agrees():
     assert [name for name, _ in nftsocket.nfgen_msg.fields] == ["nfgen_family", "version", "res_id"]
     message = nfnl.batch_begin(7)
     assert message[HEADER.size:HEADER.size + 4] == bytes([0, 0, 0, 10])  # res_id in network order
+
+
+def test_batch_begin_and_end_as_libnftnl_writes_them():
+    """NFNL_MSG_BATCH_BEGIN/END with res_id NFNL_SUBSYS_NFTABLES, and the generation the
+    batch depends on as NFNL_BATCH_GENID (be32), as libnftnl's nftnl_batch_begin does."""
+    assert nfnl.batch_begin(0x01020304) == (bytes.fromhex("1c000000" "1000" "0000" "00000000" "00000000")
+                                            + bytes([0, 0, 0, 10]) + bytes.fromhex("0800" "0100" "01020304"))
+    assert nfnl.batch_begin() == bytes.fromhex("14000000" "1000" "0000" "00000000" "00000000") + bytes([0, 0, 0, 10])
+    assert nfnl.batch_end() == bytes.fromhex("14000000" "1100" "0000" "00000000" "00000000") + bytes([0, 0, 0, 10])
 
 
 def test_add_element_as_pyroute2_reads_it():
@@ -73,6 +83,9 @@ def test_interval_element_with_value_data_as_pyroute2_reads_it():
      [("NFTA_CHAIN_TABLE", "cni_bridge")]),
     (nfnl.delete_chain_request(nfnl.NFPROTO_INET, "cni_bridge", "masq-x"), nftsocket.nft_chain_msg,
      [("NFTA_CHAIN_TABLE", "cni_bridge"), ("NFTA_CHAIN_NAME", "masq-x")]),
+    (nfnl.get_chain_request(nfnl.NFPROTO_INET, "cni_bridge", "pod-masq"), nftsocket.nft_chain_msg,
+     [("NFTA_CHAIN_TABLE", "cni_bridge"), ("NFTA_CHAIN_NAME", "pod-masq")]),
+    (nfnl.get_gen_request(), nftsocket.nft_gen_msg, []),
     (nfnl.list_sets_request(nfnl.NFPROTO_INET, "cni_bridge"), nftsocket.nft_set_msg, [("NFTA_SET_TABLE", "cni_bridge")]),
 ])
 def test_requests_as_pyroute2_reads_them(message, cls, attrs):
@@ -143,16 +156,6 @@ def test_udata_comment_round_trip():
     assert nfnl.udata_find_comment(None) == "" and nfnl.udata_find_comment(b"\x00") == ""
 
 
-def _pyroute2_ids(nla_class) -> dict[str, int]:
-    ids = {}
-    for position, entry in enumerate(nla_class.nla_map):
-        if isinstance(entry[0], int):
-            ids.setdefault(entry[1], entry[0])
-        else:
-            ids[entry[0]] = position
-    return ids
-
-
 @pytest.mark.parametrize("ours, theirs", [
     (nfnl.SET_ELEM, nftsocket.nft_set_elem_list_msg.set_elem),
     (nfnl.SET_ELEM_LIST, nftsocket.nft_set_elem_list_msg),
@@ -163,8 +166,7 @@ def _pyroute2_ids(nla_class) -> dict[str, int]:
     (nfnl.DATA, nftsocket.nft_set_elem_list_msg.set_elem.data_attributes),
 ], ids=lambda table: getattr(table, "__name__", "ours"))
 def test_attribute_ids_agree(ours, theirs):
-    pyroute2_ids = _pyroute2_ids(theirs)
-    assert {name: entry[1] for name, entry in ours.by_name.items()} == {name: pyroute2_ids[name] for name in ours.by_name}
+    assert ids_agree(ours, theirs)
 
 
 # ---- conntrack ---------------------------------------------------------------------------
@@ -257,5 +259,5 @@ def test_recorded_conntrack_entries(recorded, family, expected):
 ], ids=["ct", "tuple", "ip", "proto", "filter"])
 def test_conntrack_attribute_ids_agree(ours, theirs):
     # pyroute2 lacks CTA_TUPLE_ZONE: 3 in linux/netfilter/nfnetlink_conntrack.h
-    pyroute2_ids = {**_pyroute2_ids(theirs), "CTA_TUPLE_ZONE": 3}
-    assert {name: entry[1] for name, entry in ours.by_name.items()} == {name: pyroute2_ids[name] for name in ours.by_name}
+    known = {**pyroute2_ids(theirs), "CTA_TUPLE_ZONE": 3}
+    assert {name: entry[1] for name, entry in ours.by_name.items()} == {name: known[name] for name in ours.by_name}

@@ -17,7 +17,7 @@ def test_elements():
 def test_layout():
     layout = spoof.layout()
     assert layout.family == "bridge" and layout.tags("prerouting") == ["cni_bridge spoof v1"]
-    commands = layout.commands(existing_chains=set())
+    commands = layout.commands(existing_chains=set(), rules={})
     assert commands[:4] == [
         {"add": {"table": {"family": "bridge", "name": table.TABLE}}},
         {"add": {"set": {**S, "name": "spoof_ports", "type": "ifname"}}},
