@@ -13,10 +13,10 @@
         set portmap-masq6
 
         chain portmap-prerouting { type nat hook prerouting priority dstnat
-            fib daddr type local ip daddr . meta l4proto . th dport vmap @portmap-jump-hostip4
-            fib daddr type local meta l4proto . th dport vmap @portmap-jump-any4
-            fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @portmap-hostip4
-            fib daddr type local dnat ip to meta l4proto . th dport map @portmap-any4
+            meta nfproto ipv4 fib daddr type local ip daddr . meta l4proto . th dport vmap @portmap-jump-hostip4
+            meta nfproto ipv4 fib daddr type local meta l4proto . th dport vmap @portmap-jump-any4
+            meta nfproto ipv4 fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @portmap-hostip4
+            meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map @portmap-any4
             ... the same for IPv6, where ::1 is never a destination (no route_localnet for IPv6)
         }
         chain portmap-output { type nat hook output priority dstnat; the same rules }
@@ -258,10 +258,16 @@ def _not_loopback6() -> list[dict]:
     return [{"match": {"op": "!=", "left": {"payload": {"protocol": "ip6", "field": "daddr"}}, "right": "::1"}}]
 
 
+def _nfproto(family: int) -> dict:
+    """The family a rule is for: its keys without an address (protocol . port) would
+    otherwise match the other family's packets too."""
+    return {"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": "ipv4" if family == 4 else "ipv6"}}
+
+
 def _translation_rules(chain: str) -> list[tuple[str, dict]]:
     rules = []
     for family in (4, 6):
-        guard = [_fib_local(), *(_not_loopback6() if family == 6 else [])]
+        guard = [_nfproto(family), _fib_local(), *(_not_loopback6() if family == 6 else [])]
         for with_host, conds in ((True, JUMP_HOSTIP), (False, JUMP_ANY)):
             vmap = {"vmap": {"key": _dnat_key(family, with_host), "data": f"@{conds[family]}"}}
             rules.append((f"{TAG} conditions {conds[family]}", {**_T, "chain": chain, "expr": [*guard, vmap]}))
