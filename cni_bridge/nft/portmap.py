@@ -312,10 +312,8 @@ def layout(condition_chains: dict[str, tuple[int, list[dict]]] | None = None) ->
     dnat_maps = []  # nft syntax: their data is a concatenation (see table.Layout)
     for family in (4, 6):
         data = f"{_ADDR[family]} . inet_service"
-        dnat_maps += [
-            f"add map inet {table.TABLE} {HOSTIP[family]} {{ type {_ADDR[family]} . inet_proto . inet_service : {data} ; }}",
-            f"add map inet {table.TABLE} {ANY[family]} {{ type inet_proto . inet_service : {data} ; }}",
-        ]
+        keys = {HOSTIP[family]: f"{_ADDR[family]} . inet_proto . inet_service", ANY[family]: "inet_proto . inet_service"}
+        dnat_maps += [f"add map inet {table.TABLE} {name} {{ type {key} : {data} ; }}" for name, key in keys.items()]
         objects += [
             {"map": {**_T, "name": JUMP_HOSTIP[family], "type": [_ADDR[family], "inet_proto", "inet_service"],
                      "map": "verdict"}},

@@ -524,11 +524,12 @@ def remove_objects(family: str, objects: list[dict]) -> None:
 
 
 def usable() -> None:
-    """Raise CNIError unless the kernel answers nftables requests (for STATUS)."""
+    """For STATUS: raise the spec's "not available" (50) unless the kernel answers
+    nftables requests."""
     try:
         _socket().request(nfnl.get_gen_request(), "nftables: get generation")
-    except NetlinkError as err:
-        raise _failed(err) from None
+    except (NetlinkError, errors.CNIError) as err:  # a refused request, or no socket at all
+        raise errors.CNIError(errors.NOT_AVAILABLE, "nftables is not usable", str(err)) from None
 
 
 def _failed(err: NetlinkError) -> errors.CNIError:

@@ -12,7 +12,7 @@ import sys
 from cni_bridge import _schemas
 from cni_bridge.cni import invoke, version
 from cni_bridge.cni.addr import parse_cidr, parse_ip
-from cni_bridge.cni.errors import CNIError, INTERNAL, INVALID_CONFIG, NOT_AVAILABLE
+from cni_bridge.cni.errors import CNIError, INTERNAL, INVALID_CONFIG
 from cni_bridge.cni.schema import validate_conf
 from cni_bridge.cni.skel import CmdArgs, Plugin, log, valid_attachments
 from cni_bridge.kernel import sysctl
@@ -608,10 +608,7 @@ def cmd_status(cmd_args: CmdArgs) -> None:
     if conf.ipam_type:
         run_ipam("STATUS", cmd_args, conf)
     if conf.ip_masq or conf.mac_spoof_check:
-        try:
-            firewall().usable()
-        except CNIError as err:
-            raise CNIError(NOT_AVAILABLE, "nftables is not usable", str(err)) from None
+        firewall().usable()
 
 
 PLUGIN = Plugin(

@@ -17,7 +17,7 @@ kernel/conntrack and our nftables layer (tests/unit/test_import_boundaries.py).
 
 from cni_bridge import _schemas
 from cni_bridge.cni.addr import format_ip, parse_cidr, parse_ip
-from cni_bridge.cni.errors import CNIError, INTERNAL, INVALID_CONFIG, NOT_AVAILABLE
+from cni_bridge.cni.errors import CNIError, INTERNAL, INVALID_CONFIG
 from cni_bridge.cni.schema import validate_conf
 from cni_bridge.cni.skel import CmdArgs, Plugin, log, valid_attachments
 from cni_bridge.kernel import conntrack, sysctl
@@ -308,7 +308,8 @@ def cmd_check(cmd_args: CmdArgs) -> None:
         raise CNIError(INVALID_CONFIG, "CHECK needs prevResult", "the runtime sent none")
     addresses = container_addresses(prev, cmd_args.ifname)
     mappings = conf.mappings(addresses)
-    wanted = [(mapping, element) for mapping in mappings for element in conf.elements(mapping, addresses[mapping.family])]
+    wanted = [(mapping, element) for mapping in mappings
+              for element in conf.elements(mapping, addresses[mapping.family])]
     if not wanted:
         return
     for (mapping, element), stored in zip(wanted, table.lookup("inet", [e for _, e in wanted])):
@@ -346,10 +347,7 @@ def cmd_gc(cmd_args: CmdArgs) -> None:
 
 def cmd_status(cmd_args: CmdArgs) -> None:
     PortmapConf(cmd_args)
-    try:
-        table.usable()
-    except CNIError as err:
-        raise CNIError(NOT_AVAILABLE, "nftables is not usable", str(err)) from None
+    table.usable()
 
 
 PLUGIN = Plugin(

@@ -175,6 +175,22 @@ def unmount_under(directory: Path) -> None:
         sh("umount", "-l", mnt)
 
 
+# An HTTP GET with bounded retries (a server may still be starting), for a namespace:
+# `python3 -c GET_WITH_RETRIES URL [TRIES]` prints the body, or exits non-zero.
+GET_WITH_RETRIES = r"""
+import sys, time, urllib.request
+for attempt in range(int(sys.argv[2]) if len(sys.argv) > 2 else 20):
+    try:
+        print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode(), end="")
+        break
+    except OSError as err:
+        last = err
+        time.sleep(0.25)
+else:
+    sys.exit(f"GET {sys.argv[1]}: {last}")
+"""
+
+
 def http_get(url: str, tries: int = 20) -> str:
     """GET with bounded retries (a server may still be starting)."""
     last = None

@@ -27,20 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HOST_PORT = 18180
 SUBNET = "10.180.10.0/24"
 NODE_ADDR, OUTSIDE_ADDR = "10.180.200.1", "10.180.200.2"
-
-# An HTTP GET with a bounded retry, run inside a namespace with the test's interpreter.
-_GET = r"""
-import sys, time, urllib.request
-for attempt in range(20):
-    try:
-        print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode(), end="")
-        break
-    except OSError as err:
-        last = err
-        time.sleep(0.25)
-else:
-    sys.exit(f"GET {sys.argv[1]}: {last}")
-"""
+GET = rs.GET_WITH_RETRIES
 
 
 def sh(*cmd, check=True, **kw) -> subprocess.CompletedProcess:
@@ -130,11 +117,11 @@ def test_seed_recipe_add_publish_del(dockerd, site):
         assert cached["capabilityArgs"] == {"portMappings": [{"hostPort": HOST_PORT, "containerPort": 80, "protocol": "tcp"}]}
 
         # the published port, from another namespace, through the node's address
-        got = sh("ip", "netns", "exec", site.outside, "python3", "-c", _GET, f"http://{NODE_ADDR}:{HOST_PORT}/")
+        got = sh("ip", "netns", "exec", site.outside, "python3", "-c", GET, f"http://{NODE_ADDR}:{HOST_PORT}/")
         assert got.stdout == rs.INDEX
         # and the container straight from the node, and through the node's 127.0.0.1
-        assert sh("ip", "netns", "exec", site.node, "python3", "-c", _GET, f"http://{ip}:80/").stdout == rs.INDEX
-        got = sh("ip", "netns", "exec", site.node, "python3", "-c", _GET, f"http://127.0.0.1:{HOST_PORT}/")
+        assert sh("ip", "netns", "exec", site.node, "python3", "-c", GET, f"http://{ip}:80/").stdout == rs.INDEX
+        got = sh("ip", "netns", "exec", site.node, "python3", "-c", GET, f"http://127.0.0.1:{HOST_PORT}/")
         assert got.stdout == rs.INDEX
 
         [row] = json.loads(site.cni_bridge("ls", "--json").stdout)
@@ -155,8 +142,8 @@ def test_seed_recipe_add_publish_del(dockerd, site):
         assert ip not in table and str(HOST_PORT) not in table
         assert list((site.cache_dir / "results").iterdir()) == []
         assert json.loads(site.cni_bridge("ls", "--json").stdout) == []
-        got = sh("ip", "netns", "exec", site.outside, "python3", "-c", _GET.replace("range(20)", "range(1)"),
-                 f"http://{NODE_ADDR}:{HOST_PORT}/", check=False)
+        got = sh("ip", "netns", "exec", site.outside, "python3", "-c", GET,
+                 f"http://{NODE_ADDR}:{HOST_PORT}/", "1", check=False)
         assert got.returncode != 0
     finally:
         site.cni_bridge("del", "mynet", f"docker:{name}", check=False)

@@ -36,20 +36,6 @@ NODE_ADDR, OUTSIDE_ADDR = "10.182.211.1", "10.182.211.2"
 LIBCNI_CACHE = Path("/var/lib/cni/results")
 CONTAINERS_CACHE = Path("/var/lib/containers")  # podman import writes a blob cache here
 
-# An HTTP GET with bounded retries (a server may still be starting), run in a namespace.
-_GET = r"""
-import sys, time, urllib.request
-for attempt in range(20):
-    try:
-        print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode(), end="")
-        break
-    except OSError as err:
-        last = err
-        time.sleep(0.25)
-else:
-    sys.exit(f"GET {sys.argv[1]}: {last}")
-"""
-
 
 class Node:
     """The namespace podman and the plugins run in, and an outside machine on a veth to it."""
@@ -83,7 +69,7 @@ class Node:
     def get(self, url: str, outside: bool = False) -> str:
         """GET from the node (or from the outside machine); "" when it failed."""
         where = f"/run/netns/{self.outside}" if outside else self.path
-        res = sh("nsenter", f"--net={where}", sys.executable, "-c", _GET, url)
+        res = sh("nsenter", f"--net={where}", sys.executable, "-c", rs.GET_WITH_RETRIES, url)
         return res.stdout if res.returncode == 0 else ""
 
     def table(self) -> list[dict]:

@@ -437,7 +437,7 @@ def test_check_usable_without_privileges(ns):
     with pytest.raises(CallFailed) as e:
         call(ns, "check_usable", user=65534)
     err = json.loads(e.value.args[0].splitlines()[0])
-    assert err["code"] == 999 and err["msg"].startswith("nftables")
+    assert err["code"] == 50 and err["msg"] == "nftables is not usable"  # STATUS's "not available"
     assert "Operation not permitted" in err["details"]
 
 
