@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 import runtime_support as rs
+from cni_bridge.nft import portmap
 from runtime_support import sh
 
 pytestmark = pytest.mark.e2e
@@ -35,6 +36,7 @@ SUBNET = ip_network("10.182.210.0/24")
 NODE_ADDR, OUTSIDE_ADDR = "10.182.211.1", "10.182.211.2"
 LIBCNI_CACHE = Path("/var/lib/cni/results")
 CONTAINERS_CACHE = Path("/var/lib/containers")  # podman import writes a blob cache here
+MASQ_SETS = ("pods4", "pods6")  # the bridge's masquerade: one element per pod address
 
 
 class Node:
@@ -76,12 +78,12 @@ class Node:
         res = sh("nsenter", f"--net={self.path}", "nft", "-j", "list", "table", "inet", "cni_bridge")
         return json.loads(res.stdout)["nftables"] if res.returncode == 0 else []
 
-    def elements(self, prefix: str) -> list[tuple]:
-        """(key, comment) of the elements of our sets and maps whose names start with prefix."""
+    def elements(self, *names: str) -> list[tuple]:
+        """(key, comment) of the elements of these sets and maps of our table."""
         found = []
         for item in self.table():
             body = item.get("map") or item.get("set")
-            if not body or not body["name"].startswith(prefix):
+            if not body or body["name"] not in names:
                 continue
             for elem in body.get("elem", []):
                 key = elem[0] if isinstance(elem, list) else elem
@@ -184,7 +186,7 @@ def test_containers_are_on_our_bridge(pm, node, running):
     assert all(p["linkinfo"]["info_slave_data"]["hairpin"] for p in ports)
     addr = json.loads(node.run("ip", "-j", "-4", "addr", "show", "dev", pm.bridge))[0]["addr_info"]
     assert [(a["local"], a["prefixlen"]) for a in addr] == [(pm.gateway, 24)]
-    ours = {json.loads(key): comment for key, comment in node.elements("masq")}
+    ours = {json.loads(key): comment for key, comment in node.elements(*MASQ_SETS)}
     assert ours == {ips[r]: f"{pm.network}/{running['ids'][r]}/eth0" for r in ips}
 
 
@@ -228,7 +230,7 @@ def test_restart_reattaches(pm, node, running):
               if p.name != "lock" and not p.name.startswith("last_reserved_ip")}
     assert sorted(leases) == sorted(running["ips"].values())
     assert leases[ip] == f"{running['ids']['client']}\r\neth0".encode()
-    assert sorted(json.loads(key) for key, _ in node.elements("masq")) == sorted(running["ips"].values())
+    assert sorted(json.loads(key) for key, _ in node.elements(*MASQ_SETS)) == sorted(running["ips"].values())
     pm("exec", client, "ping", "-c", "1", "-W", "2", running["ips"]["web"])
     ports = json.loads(node.run("ip", "-j", "link", "show", "master", pm.bridge))
     assert len(ports) == 2
@@ -242,7 +244,7 @@ def test_removal_leaves_nothing(pm, node, running):
     leases = [p.name for p in (pm.data_dir / pm.network).iterdir()
               if p.name != "lock" and not p.name.startswith("last_reserved_ip")]
     assert leases == []
-    assert node.elements("masq") == [] and node.elements("portmap") == []
+    assert node.elements(*MASQ_SETS) == [] and node.elements(*portmap.SETS) == []
     saved = node.run("iptables-save")  # the reference firewall's rules
     for ip in running["ips"].values():
         assert f"{ip}/32" not in saved and f"{ip}:" not in saved, ip
