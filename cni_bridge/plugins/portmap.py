@@ -255,13 +255,19 @@ def prune_condition_chains(removed: list[Element]) -> None:
 # ---- commands --------------------------------------------------------------------------
 
 
-def cmd_add(cmd_args: CmdArgs) -> dict:
+def _chained(cmd_args: CmdArgs) -> tuple[PortmapConf, dict, dict[int, str], list[Mapping]]:
+    """ADD's and CHECK's config, prevResult (which they need), container addresses and mappings."""
     conf = PortmapConf(cmd_args)
     prev = cmd_args.prev_result()
     if prev is None:
-        raise CNIError(INVALID_CONFIG, "portmap must be called as a chained plugin", "ADD without prevResult")
+        raise CNIError(INVALID_CONFIG, "portmap must be called as a chained plugin",
+                       f"{cmd_args.command} without prevResult")
     addresses = container_addresses(prev, cmd_args.ifname)
-    mappings = conf.mappings(addresses)
+    return conf, prev, addresses, conf.mappings(addresses)
+
+
+def cmd_add(cmd_args: CmdArgs) -> dict:
+    conf, prev, addresses, mappings = _chained(cmd_args)
     wanted = conf.attachment_elements(mappings, addresses)
     if not wanted:
         return prev
@@ -302,12 +308,7 @@ def cmd_del(cmd_args: CmdArgs) -> None:
 def cmd_check(cmd_args: CmdArgs) -> None:
     """Each mapping's elements are there, ours, with their data; the rules they depend on
     are intact; 127.0.0.1 can reach the container. The first problem is named."""
-    conf = PortmapConf(cmd_args)
-    prev = cmd_args.prev_result()
-    if prev is None:
-        raise CNIError(INVALID_CONFIG, "CHECK needs prevResult", "the runtime sent none")
-    addresses = container_addresses(prev, cmd_args.ifname)
-    mappings = conf.mappings(addresses)
+    conf, _, addresses, mappings = _chained(cmd_args)
     wanted = [(mapping, element) for mapping in mappings
               for element in conf.elements(mapping, addresses[mapping.family])]
     if not wanted:
