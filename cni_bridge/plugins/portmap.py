@@ -204,9 +204,8 @@ def _taken(mapping: Mapping, holder: str) -> CNIError:
     return CNIError(INTERNAL, "host port is already published", f"{published} belongs to {holder or 'no attachment'}")
 
 
-def enable_route_localnet(container_ip: str) -> None:
-    """route_localnet=1 on the interface toward the container, so that 127.0.0.1 sources
-    (DNATed from the node itself, then masqueraded) may leave through it."""
+def _interface_toward(container_ip: str) -> str:
+    """The name of the interface the node's route to the container leaves by."""
     try:
         with RouteSocket.host() as host:
             link = host.get_link(index=host.route_to(container_ip)["oif"])
@@ -214,7 +213,13 @@ def enable_route_localnet(container_ip: str) -> None:
         raise CNIError(INTERNAL, f"failed to find the interface toward {container_ip}", str(err)) from None
     if link is None:
         raise CNIError(INTERNAL, f"failed to find the interface toward {container_ip}")
-    key = f"net/ipv4/conf/{link.name}/route_localnet"
+    return link.name
+
+
+def enable_route_localnet(container_ip: str) -> None:
+    """route_localnet=1 on the interface toward the container, so that 127.0.0.1 sources
+    (DNATed from the node itself, then masqueraded) may leave through it."""
+    key = f"net/ipv4/conf/{_interface_toward(container_ip)}/route_localnet"
     try:
         if sysctl.read(key) != "1":
             sysctl.write(key, "1")
@@ -224,14 +229,13 @@ def enable_route_localnet(container_ip: str) -> None:
 
 def route_localnet_problem(container_ip: str) -> str | None:
     try:
-        with RouteSocket.host() as host:
-            link = host.get_link(index=host.route_to(container_ip)["oif"])
-        if link is None:
-            return f"no interface leads to {container_ip}"
-        if sysctl.read(f"net/ipv4/conf/{link.name}/route_localnet") != "1":
-            return f"route_localnet is off on {link.name}, so 127.0.0.1 cannot reach {container_ip}"
-    except (NetlinkError, OSError) as err:
-        return f"the interface toward {container_ip}: {err}"
+        name = _interface_toward(container_ip)
+        if sysctl.read(f"net/ipv4/conf/{name}/route_localnet") != "1":
+            return f"route_localnet is off on {name}, so 127.0.0.1 cannot reach {container_ip}"
+    except CNIError as err:
+        return str(err)
+    except OSError as err:
+        return f"route_localnet toward {container_ip}: {err}"
     return None
 
 
