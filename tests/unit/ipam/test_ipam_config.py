@@ -170,6 +170,17 @@ def test_bad_config_is_refused_and_writes_nothing(host_local_in_process, make_co
     assert not data_dir.exists()
 
 
+@pytest.mark.parametrize("env", [
+    {"ifname": "eth\udcff"}, {"container_id": "c\udcc3\udca9"}, {"args": "IP=10.0.0.5\udcff"},
+    {"netns": "/run/netns/\x07"}, {"CNI_PATH": "/opt/cni/bin:\udcff"},
+])
+def test_bad_environment_is_refused_and_writes_nothing(host_local_in_process, make_conf, data_dir, env):
+    """A byte that is not UTF-8 reached the lease file once (and DEL could not remove it)."""
+    result = host_local_in_process("ADD", make_conf(), **env)
+    assert result.code == 1 and result.out["code"] == errors.INVALID_ENVIRONMENT, result.out
+    assert not data_dir.exists()
+
+
 @pytest.mark.parametrize("cni_version", ["0.1.0", "0.2.0"])
 def test_old_versions_take_one_range_set_per_family(host_local_in_process, make_conf, data_dir, cni_version):
     result = host_local_in_process("ADD", make_conf([["10.0.0.0/24"], ["10.1.0.0/24"]], cni_version=cni_version))
