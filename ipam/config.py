@@ -164,7 +164,8 @@ def _requested_addresses(conf, runtime, cni_args, range_sets) -> dict[int, tuple
     requested: dict[int, tuple[int, int]] = {}
     for text in texts:
         try:
-            ip = parse_ip(text.partition("/")[0])
+            # "ip" or "ip/prefix", as the reference reads them; the prefix is not used.
+            ip = parse_cidr(text)[0] if "/" in text else parse_ip(text)
         except ValueError as err:
             raise _bad(f"requested address: {err}") from None
         holders = [i for i, range_set in enumerate(range_sets) if any(ip in r for r in range_set)]

@@ -115,9 +115,8 @@ class Store:
         except OSError as err:
             if err.errno != ENOTDIR:
                 raise CNIError(IO_FAILURE, f"cannot open the lease directory {self.dir}", err.strerror) from None
-            link = _is_symlink(self.network, data_fd)
             raise CNIError(IO_FAILURE, f"refusing the lease directory {self.dir}",
-                           "it is a symbolic link" if link else "it is not a directory") from None
+                           _what_it_is(self.network, data_fd)) from None
         try:
             if created:
                 _make_ours(fd, self.dir)
@@ -240,11 +239,17 @@ def _why(err: OSError) -> str:
     return err.strerror or str(err)
 
 
-def _is_symlink(name: str, dir_fd: int) -> bool:
+def _what_it_is(name: str, dir_fd: int) -> str:
+    """Why a directory could not be opened as one (O_DIRECTORY | O_NOFOLLOW said ENOTDIR)."""
     try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode & _S_IFMT == 0o120000
+        kind = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode & _S_IFMT
     except OSError:
-        return False
+        kind = None
+    if kind == 0o120000:
+        return "it is a symbolic link"
+    if kind == 0o040000:
+        return "it was replaced while being opened"
+    return "it is not a directory"
 
 
 def _open_directory(path: str, shown: str) -> int:

@@ -158,6 +158,10 @@ BAD = [
     ([["10.0.0.0/24"]], {}, {}, "IP=10.0.0.5,10.0.0.6", "more than one address requested from range set 0"),
     ([["10.0.0.0/24"]], {}, {}, "IP=10.0.0.256", "requested address: invalid IP address '10.0.0.256'"),
     ([[{**R, "rangeStart": "10.0.0.100"}]], {}, {}, "IP=10.0.0.50", "10.0.0.50 is in no configured range"),
+    # What follows the slash must be a prefix length (it once was ignored).
+    ([["10.0.0.0/24"]], {}, {}, "IP=10.0.0.7/../../x", "invalid CIDR '10.0.0.7/../../x'"),
+    ([["10.0.0.0/24"]], {}, {"runtimeConfig": {"ips": ["10.0.0.7/33"]}}, None, "invalid CIDR '10.0.0.7/33'"),
+    ([["10.0.0.0/24"]], {}, {"args": {"cni": {"ips": ["10.0.0.7/"]}}}, None, "invalid CIDR '10.0.0.7/'"),
 ]
 
 
