@@ -5,6 +5,8 @@ to the version the config asked for. A prevResult of any version is upgraded to 
 shape on input. Dicts throughout: these are the JSON objects the spec defines.
 """
 
+from cni_bridge import _schemas
+from cni_bridge.cni import schema
 from cni_bridge.cni.errors import CNIError, DECODE_FAILURE, INCOMPATIBLE_VERSION, INTERNAL
 
 SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
@@ -118,6 +120,11 @@ def upgrade_result(prev: dict, config_version: str) -> dict:
             upgraded = _from_020(prev)
     except (KeyError, TypeError, AttributeError) as err:
         raise CNIError(DECODE_FAILURE, "failed to decode prevResult", f"malformed {version} result: {err!r}") from None
+    # The plugins index into it: every field they read must have the type the spec gives it.
+    problems: list = []
+    schema.validate(_schemas.RESULT, upgraded, ("prevResult",), problems)
+    if problems:
+        raise CNIError(DECODE_FAILURE, "failed to decode prevResult", schema.describe(problems))
     return {"cniVersion": CURRENT_VERSION, **upgraded}
 
 
