@@ -258,3 +258,10 @@ def test_unexpected_exception_is_error_999_without_traceback(capsys):
     assert b"Traceback" not in raw and b"test_skel.py" not in raw
     err = capsys.readouterr().err
     assert "KeyError" in err and "test_skel.py" in err, "the log names where it failed"
+
+
+def test_an_error_without_details_still_has_a_string_there():
+    """An OSError's strerror is None for some errors; the spec's details is a string."""
+    code, out, _ = dispatch(plugin=FakePlugin(fail=errors.CNIError(errors.IO_FAILURE, "cannot read", None)))
+    assert_error(code, out, errors.IO_FAILURE, "cannot read")
+    assert out["details"] == ""

@@ -2,6 +2,7 @@
 before anything is written."""
 
 import json
+import os
 
 import pytest
 
@@ -209,6 +210,18 @@ def test_missing_resolv_conf_fails_add_only(host_local_in_process, make_conf, da
     for command in ("CHECK", "STATUS", "DEL"):
         assert host_local_in_process(command, conf).code == 0, command
     assert leases(data_dir / "testnet") == {}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_a_resolv_conf_that_is_no_file_fails_without_hanging(host_local_in_process, make_conf, data_dir, tmp_path, kind):
+    """A FIFO once blocked the ADD in open() for as long as nobody wrote to it."""
+    path = {"fifo": tmp_path / "resolv.fifo", "device": "/dev/null", "directory": tmp_path}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    result = host_local_in_process("ADD", make_conf(ipam={"resolvConf": str(path)}))
+    assert result.code == 1 and result.out["code"] == errors.IO_FAILURE, result.out
+    assert result.out["msg"] == f"cannot read resolvConf {path}" and result.out["details"], result.out
+    assert not data_dir.exists()
 
 
 def test_schema_errors_write_nothing(host_local_in_process, make_conf, data_dir):
