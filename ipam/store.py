@@ -20,6 +20,7 @@ we create are 0755 and ours, whatever the umask.
 
 import fcntl
 import os
+import stat
 
 from cni_bridge.cni.errors import CNIError, IO_FAILURE
 
@@ -29,7 +30,6 @@ LOCK_NAME = "lock"
 DIR_MODE = 0o755
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _FILE_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_S_IFMT, _S_IFREG = 0o170000, 0o100000
 # A lease holds a container id and an ifname; anything longer is not a lease of ours.
 MAX_LEASE_BYTES = 4096
 ENOTDIR, ELOOP = 20, 40
@@ -131,7 +131,7 @@ class Store:
     def _open(self, name: str, flags: int, mode: int = 0o644) -> int:
         """Open a plain file of the network directory, never through a link."""
         fd = os.open(name, flags | _FILE_FLAGS, mode, dir_fd=self._dir_fd)
-        if os.fstat(fd).st_mode & _S_IFMT != _S_IFREG:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise OSError(0, "it is not a plain file")
         return fd
@@ -242,12 +242,12 @@ def _why(err: OSError) -> str:
 def _what_it_is(name: str, dir_fd: int) -> str:
     """Why a directory could not be opened as one (O_DIRECTORY | O_NOFOLLOW said ENOTDIR)."""
     try:
-        kind = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode & _S_IFMT
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
     except OSError:
-        kind = None
-    if kind == 0o120000:
+        mode = 0
+    if stat.S_ISLNK(mode):
         return "it is a symbolic link"
-    if kind == 0o040000:
+    if stat.S_ISDIR(mode):
         return "it was replaced while being opened"
     return "it is not a directory"
 
