@@ -190,6 +190,20 @@ def test_del_without_prev_result(rig):
     assert rig.host_veths() == [] and rig.nft_elements() == set()
 
 
+@pytest.mark.parametrize("prev", [{"cniVersion": "1.1.0", "ips": 18446744073709551616}, {"interfaces": [None]},
+                                  {"cniVersion": "0.2.0", "ip4": {"ip": 7}}])
+def test_del_with_a_malformed_prev_result_still_removes_everything(rig, prev):
+    """ADD never reads prevResult, so one it took must not keep DEL from cleaning up."""
+    conf = rig.conf(ranges=[[SUBNET4], [SUBNET6]], isGateway=True, ipMasq=True, prevResult=prev)
+    c = rig.container()
+    rig.add(conf, c)
+    res = rig.exec("DEL", conf, c)
+    assert (res.code, res.out) == (0, None), res
+    assert "going without prevResult" in res.err
+    rig.assert_no_attachment(c)
+    assert rig.host_veths() == [] and rig.nft_elements() == set()
+
+
 def test_del_keeps_other_interfaces_of_the_same_container(rig):
     conf = rig.conf(ipMasq=True)
     c = rig.container()
