@@ -466,15 +466,17 @@ def _open_netns_if_there(cmd_args: CmdArgs) -> int | None:
 
 
 def _attachment_addresses(cmd_args: CmdArgs, conf: BridgeConf, prev: dict, netns_fd) -> list[str] | None:
-    """The attachment's addresses ("ip/prefix"), from the first source that has them: the
-    runtime's prevResult, our host-local's leases, the container's interface. None if
-    none does (then the elements are found by listing)."""
+    """The attachment's addresses ("ip/prefix"): those of the runtime's prevResult and of
+    our host-local's leases together (a prevResult can be stale, or the previous plugin's),
+    else the container's interface's. None if none has any (then the elements are found by
+    listing). Only elements the attachment owns are removed, so a wrong address costs a
+    lookup, never another attachment's masquerade."""
     addresses = [ip["address"] for ip in prev.get("ips") or []]
+    known = {address.partition("/")[0] for address in addresses}
+    addresses += [address for key, address in leased_addresses(cmd_args, conf)
+                  if key == conf.key and address.partition("/")[0] not in known]
     if addresses:
         return addresses
-    leased = [address for key, address in leased_addresses(cmd_args, conf) if key == conf.key]
-    if leased:
-        return leased
     if netns_fd is not None:
         with RouteSocket.in_netns(netns_fd) as container:
             link = container.get_link(name=cmd_args.ifname)

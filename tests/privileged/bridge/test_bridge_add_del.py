@@ -204,6 +204,19 @@ def test_del_with_a_malformed_prev_result_still_removes_everything(rig, prev):
     assert rig.host_veths() == [] and rig.nft_elements() == set()
 
 
+def test_del_with_a_prev_result_that_is_not_this_attachments_still_removes_its_masquerade(rig):
+    """A prevResult in the config that ADD ignored (the previous plugin's, say) names other
+    addresses: DEL once removed the elements at those, and left the attachment's own."""
+    conf = rig.conf(ranges=[[SUBNET4], [SUBNET6]], isGateway=True, ipMasq=True,
+                    prevResult={"cniVersion": "1.1.0", "ips": [{"address": "10.99.0.200/24"}]})
+    c = rig.container()
+    added = rig.add(conf, c)
+    assert {ip["address"] for ip in added["ips"]} == {"10.99.0.2/24", "fd99::2/64"}
+    rig.ok("DEL", conf, c)
+    rig.assert_no_attachment(c)
+    assert rig.nft_elements() == set()
+
+
 def test_del_keeps_other_interfaces_of_the_same_container(rig):
     conf = rig.conf(ipMasq=True)
     c = rig.container()
