@@ -20,6 +20,7 @@ config that would fall back to the default dataDir is made again), IPAM types an
 from lists of harmless ones.
 """
 
+import copy
 import json
 import os
 import random
@@ -201,13 +202,14 @@ def _mutate(rng: random.Random, conf: dict, box: Sandbox, duplicates: list) -> s
         parent[rng.choice(["extra", "Mtu", "ipMasq ", "é"])] = rng.choice(NUMBERS + TEXTS[:10])
         return f"unknown key in {'.'.join(map(str, path[:-1]))}"
     if operation == "duplicate" and isinstance(parent, dict):
-        duplicates.append((id(parent), key, rng.choice(NUMBERS[:12] + TEXTS[:16] + SHAPES[:6]), rng.random() < 0.5))
+        duplicates.append((id(parent), key, copy.deepcopy(rng.choice(NUMBERS[:12] + TEXTS[:16] + SHAPES[:6])),
+                           rng.random() < 0.5))
         return f"duplicate {'.'.join(map(str, path))}"
     if operation == "nest":
         parent[key] = _deep(rng.choice([1, 5, 150, 250])) if rng.random() < 0.5 else [parent[key]]
         return f"nest {'.'.join(map(str, path))}"
     pool = {"number": NUMBERS, "text": TEXTS, "shape": SHAPES}.get(operation, TEXTS)
-    parent[key] = rng.choice(pool)
+    parent[key] = copy.deepcopy(rng.choice(pool))  # a shared list put inside itself would be a cycle
     return f"{'.'.join(map(str, path))} = {parent[key]!r:.60}"
 
 
