@@ -50,17 +50,21 @@ def check_container_id(container_id: str) -> str:
 
 
 def check_interface_name(ifname: str) -> str:
-    if not ifname:
-        problem = "is empty"
-    elif ifname in (".", ".."):
-        problem = "is '.' or '..'"
-    elif any(c in "/:" or c.isspace() for c in ifname):
-        problem = "contains '/', ':' or white space"
-    else:
-        problem = text_problem(ifname, MAX_IFNAME_LENGTH)  # the kernel's limit is in bytes
+    problem = interface_name_problem(ifname)
     if problem:
         raise CNIError(INVALID_ENVIRONMENT, "invalid CNI_IFNAME", f"interface name {shown(ifname)} {problem}")
     return ifname
+
+
+def interface_name_problem(name: str) -> str | None:
+    """Why the kernel would refuse `name` for a link (its dev_valid_name), or None."""
+    if not name:
+        return "is empty"
+    if name in (".", ".."):
+        return "is '.' or '..'"
+    if any(c in "/:" or c.isspace() for c in name):
+        return "contains '/', ':' or white space"
+    return text_problem(name, MAX_IFNAME_LENGTH)  # the kernel's limit is in bytes
 
 
 def check_environment_text(variable: str, value: str, max_length: int | None) -> str:

@@ -10,7 +10,7 @@ import os
 import sys
 
 from cni_bridge import _schemas
-from cni_bridge.cni import invoke, version
+from cni_bridge.cni import invoke, names, version
 from cni_bridge.cni.addr import parse_cidr, parse_ip
 from cni_bridge.cni.errors import CNIError, INTERNAL, INVALID_CONFIG
 from cni_bridge.cni.schema import validate_conf
@@ -57,6 +57,9 @@ class BridgeConf:
             raise _bad("cannot set hairpinMode and promiscMode at the same time")
         if self.disable_container_interface and self.ipam_type:
             raise _bad("cannot use IPAM when disableContainerInterface is set")
+        problem = names.interface_name_problem(self.bridge)
+        if problem:
+            raise _bad(f"bridge name {names.shown(self.bridge)} {problem}")
         if self.vlan and any(low <= self.vlan <= high for low, high in self.vlan_trunk):
             raise _bad(f"vlan {self.vlan} is also in vlanTrunk")
         if self.ipam_type:
@@ -473,8 +476,12 @@ def _attachment_addresses(cmd_args: CmdArgs, conf: BridgeConf, prev: dict, netns
     lookup, never another attachment's masquerade."""
     addresses = [ip["address"] for ip in prev.get("ips") or []]
     known = {address.partition("/")[0] for address in addresses}
-    addresses += [address for key, address in leased_addresses(cmd_args, conf)
-                  if key == conf.key and address.partition("/")[0] not in known]
+    try:
+        leased = leased_addresses(cmd_args, conf)
+    except CNIError as err:  # the IPAM step reports it; the masquerade can go all the same
+        log(f"DEL: cannot read the leases ({err}); finding the masquerade without them")
+        leased = []
+    addresses += [address for key, address in leased if key == conf.key and address.partition("/")[0] not in known]
     if addresses:
         return addresses
     if netns_fd is not None:

@@ -217,6 +217,22 @@ def test_del_with_a_prev_result_that_is_not_this_attachments_still_removes_its_m
     assert rig.nft_elements() == set()
 
 
+def test_del_with_a_broken_ipam_section_still_removes_the_masquerade(rig):
+    """The IPAM step fails on it (error 7; the masquerade step once failed on it too, and
+    the two made a 999); the masquerade and the interface go all the same, and a DEL with
+    the config mended releases the lease."""
+    conf = rig.conf(ranges=[[SUBNET4]], isGateway=True, ipMasq=True)
+    c = rig.container()
+    rig.add(conf, c)
+    broken = {**conf, "ipam": {**conf["ipam"], "ranges": "10.99.0.0/24"}}
+    error = rig.fails("DEL", broken, c)
+    assert (error["code"], error["details"]) == (7, "ipam.ranges: Input should be a valid list"), error
+    assert rig.nft_elements() == set() and rig.host_veths() == [] and c.link("eth0") is None
+    assert list(rig.leases()) == ["10.99.0.2"]
+    rig.ok("DEL", conf, c)
+    rig.assert_no_attachment(c)
+
+
 def test_del_keeps_other_interfaces_of_the_same_container(rig):
     conf = rig.conf(ipMasq=True)
     c = rig.container()
