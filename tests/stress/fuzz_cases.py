@@ -67,7 +67,8 @@ def base_configs(box: Sandbox) -> list[tuple[str, dict]]:
               "gateway": "10.183.65.1", "resolvConf": os.path.join(box.root, "resolv.conf")}
     bridge = {"cniVersion": "1.0.0", "name": NETWORK, "type": "bridge", "bridge": "hxf0", "isGateway": True,
               "isDefaultGateway": True, "ipMasq": True, "mtu": 1400, "hairpinMode": True,
-              "ipam": {**host_local, "ranges": [[{"subnet": "10.183.66.0/24"}], [{"subnet": "fd1b:0:42::/64"}]]}}
+              "ipam": {**host_local, "ranges": [[{"subnet": "10.183.66.0/24"}], [{"subnet": "fd1b:0:42::/64"}]],
+                       "routes": [{"dst": "fd1b:0:41::/64", "gw": "fd1b:0:42::1", "mtu": 1400, "priority": 10}]}}
     prev = {"cniVersion": "1.1.0", "interfaces": [{"name": "hxf0"}, {"name": "veth0"}, {"name": "eth0",
             "sandbox": box.netns, "mac": "0a:58:0a:b7:42:05"}],
             "ips": [{"address": "10.183.66.2/24", "gateway": "10.183.66.1", "interface": 2}],
