@@ -197,6 +197,12 @@ class Store:
                 continue
             finally:
                 os.close(fd)
+            if not content:
+                # Writers (ours and the reference) create and fill a lease under the lock we
+                # hold: an empty one is what a writer killed in between left. Nobody could
+                # release it, and its address would never be handed out again.
+                self.release(name)
+                continue
             if len(content) > MAX_LEASE_BYTES:
                 continue
             container_id, _, ifname = content.decode(errors="replace").strip().partition(LINE_BREAK)

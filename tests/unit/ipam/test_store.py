@@ -252,3 +252,16 @@ def test_a_failed_hint_write_takes_the_lease_back(data_dir, net_dir):
             store.reserve("ctr1", "eth0", "10.0.0.2", 0)
         assert caught.value.code == errors.IO_FAILURE
         assert store.leases() == []
+
+
+def test_an_empty_lease_left_by_a_killed_writer_is_taken_away(data_dir, net_dir):
+    """A writer killed between creating a lease and filling it leaves an empty file, which
+    no DEL could find: whoever reads the leases next under the lock removes it."""
+    net_dir.mkdir(parents=True)
+    (net_dir / "10.0.0.2").write_bytes(b"")
+    (net_dir / "10.0.0.3").write_bytes(b"ctr1\r\neth0")
+    with Store(str(data_dir), "net1", create=False) as store:
+        assert store.leases() == [("10.0.0.3", "ctr1", "eth0")]
+    assert sorted(os.listdir(net_dir)) == ["10.0.0.3", "lock"]
+    with Store(str(data_dir), "net1", create=True) as store:
+        assert store.reserve("ctr2", "eth0", "10.0.0.2", 0), "the address is free again"
