@@ -48,7 +48,7 @@ def test_check_sees_tampering_and_the_next_adds_heal_it(node, figures, tampering
     assert not node.ping(a, OUTSIDE4, tries=1), "tampered, yet still masqueraded: the test shows nothing"
 
     added = node.run_all([("ADD", conf, ns, f"healer{i}") for i, ns in enumerate(healers)])
-    assert all(outcome.code == 0 for outcome in added), added
+    assert all(outcome.code == 0 for outcome in added), [outcome for outcome in added if outcome.code != 0]
     assert node.chains() == intact, "each rule once, as before, although several ADDs healed at once"
     for i, (ns, outcome) in enumerate(zip(healers, added)):
         assert node.run("CHECK", {**conf, "prevResult": outcome.out}, ns, f"healer{i}").code == 0
