@@ -23,6 +23,9 @@ from plugin_runner import cni_env
 
 PREFIX = "hx"
 LEASE_EXTRAS = ("lock",)  # files of a network directory that are not leases
+POD_SETS = ("pods4", "pods6")  # what our masquerade rules match a pod's source address in
+NOTHING = {"leases": {}, "veths": [], "elements": [], "subnet chains": []}  # Node.leftovers of a clean node
+NOTHING_OWNED = {"leases": {}, "elements": []}  # Node.owned_by of an attachment that is gone
 UPLINK = "hxup"  # the node's veth to the outside
 OUTSIDE4, OUTSIDE6 = "10.183.250.2", "fd1b:0:fa::2"  # "the outside": no route back to any container
 _ENV_PREFIX = "CNI_BRIDGE_STRESS_"
@@ -185,12 +188,19 @@ class Node:
             return []
         return json.loads(res.stdout)["nftables"]
 
-    def masq_elements(self) -> set[tuple[str, str, str]]:
-        """(map, address, comment) of every element of our masquerade maps."""
+    def nft_elements(self) -> set[tuple[str, str, str]]:
+        """(set, member as JSON text, comment) of every element of every set and map of our
+        table inet cni_bridge, whatever its layout."""
         found = set()
         for item in self.nft("table", "inet", "cni_bridge"):
-            found |= {(item["map"]["name"], *_element(e)) for e in item.get("map", {}).get("elem", [])}
+            body = item.get("set") or item.get("map") or {}
+            found |= {(body["name"], *_element(e)) for e in body.get("elem", [])}
         return found
+
+    def masqueraded(self) -> dict[str, str]:
+        """{pod address: owner} of the sets the masquerade rules match pod addresses with."""
+        return {json.loads(member): comment for name, member, comment in self.nft_elements()
+                if name in POD_SETS}
 
     def chains(self) -> dict[str, list[str]]:
         """Chain name -> the comments of its rules, in order, in table inet cni_bridge."""
@@ -214,8 +224,8 @@ class Node:
         return {
             "leases": self.leases(network),
             "veths": self.veths(),
-            "elements": sorted(e for e in self.masq_elements() if e[2].startswith(f"{network}/")),
-            "subnet chains": sorted(c for c in self.chains() if c.startswith("masq-")),
+            "elements": sorted(e for e in self.nft_elements() if e[2].startswith(f"{network}/")),
+            "subnet chains": sorted(c for c in self.chains() if c.startswith("masq-")),  # the old layout's
         }
 
     def owned_by(self, network: str, container_id: str, ifname: str = "eth0") -> dict:
@@ -223,7 +233,7 @@ class Node:
         key = f"{network}/{container_id}/{ifname}"
         return {
             "leases": {ip: c for ip, c in self.leases(network).items() if c.split("\r\n")[0] == container_id},
-            "elements": sorted(e for e in self.masq_elements() if e[2] == key),
+            "elements": sorted(e for e in self.nft_elements() if e[2] == key),
         }
 
     # -- traffic
@@ -249,11 +259,11 @@ class Node:
 
 
 def _element(elem) -> tuple[str, str]:
-    """(address, comment) of one map element as `nft -j` lists it."""
+    """(member as JSON text, comment) of one set or map element as `nft -j` lists it."""
     key = elem[0] if isinstance(elem, list) else elem
-    if isinstance(key, dict):
-        return key["elem"]["val"], key["elem"].get("comment", "")
-    return key, ""
+    if isinstance(key, dict) and "elem" in key:
+        return json.dumps(key["elem"]["val"]), key["elem"].get("comment", "")
+    return json.dumps(key), ""
 
 
 def random_source(seed_value: int, name: str) -> random.Random:

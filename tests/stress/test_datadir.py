@@ -61,7 +61,7 @@ def test_a_planted_link_is_never_followed(node, sandbox, plugin, planted):
     assert error["code"] == 5 and "symbolic link" in error["details"], error
     assert _tree(outside) == before
     assert node.leases(NETWORK) == {} if planted != "network directory" else True
-    assert node.veths() == [] and node.masq_elements() == set()
+    assert node.veths() == [] and node.nft_elements() == set()
     assert node.namespace_links(netns) == ["lo"]
 
 

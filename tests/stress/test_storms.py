@@ -6,13 +6,12 @@ import time
 
 import pytest
 
-from stress_rig import assert_error_json, size
+from stress_rig import NOTHING, NOTHING_OWNED, assert_error_json, size
 
 pytestmark = pytest.mark.stress
 
 WIDTH = size("WIDTH", 16)
 ROUNDS = size("ROUNDS", 2)
-NOTHING = {"leases": {}, "veths": [], "elements": [], "subnet chains": []}
 
 
 def _addresses(outcome) -> list[str]:
@@ -42,10 +41,11 @@ def test_add_del_storms(node, figures):
         for (ns, cid), outcome in zip(current, added):
             assert node.ping(ns, "10.183.1.1") and node.ping(ns, "fd1b:0:1::1"), (cid, outcome.out)
         for ns, cid in previous:
-            assert node.owned_by(network, cid) == {"leases": {}, "elements": []}, cid
+            assert node.owned_by(network, cid) == NOTHING_OWNED, cid
         left = node.leftovers(network)
-        assert len(left["veths"]) == WIDTH and len(left["elements"]) == 2 * WIDTH, left
-        assert sorted(left["leases"]) == sorted(addresses)
+        assert len(left["veths"]) == WIDTH and sorted(left["leases"]) == sorted(addresses), left
+        assert node.masqueraded() == {address: f"{network}/{cid}/eth0" for (_, cid), outcome in zip(current, added)
+                                      for address in _addresses(outcome)}
         previous = current
 
     outcomes = node.run_all([("DEL", conf, ns, cid) for ns, cid in previous])
@@ -74,7 +74,7 @@ def test_exhaustion_under_concurrency(node, figures):
     for (_, _, ns, cid), outcome in lost:
         error = assert_error_json(outcome)
         assert error["msg"] == f"no IP addresses available in range set: 10.183.2.10-10.183.2.{last}", error
-        assert node.owned_by(network, cid) == {"leases": {}, "elements": []}, cid
+        assert node.owned_by(network, cid) == NOTHING_OWNED, cid
         assert node.namespace_links(ns) == ["lo"], cid
     assert len(node.veths()) == capacity
 

@@ -4,18 +4,17 @@ depends on, and real traffic to the outside is masqueraded again."""
 
 import pytest
 
-from stress_rig import OUTSIDE4, OUTSIDE6, assert_error_json, sh, size
+from stress_rig import NOTHING, OUTSIDE4, OUTSIDE6, assert_error_json, sh, size
 
 pytestmark = pytest.mark.stress
 
 NETWORK = "hxtamper"
 HEALERS = max(size("WIDTH", 16) // 4, 2)
-NOTHING = {"leases": {}, "veths": [], "elements": [], "subnet chains": []}
 TAMPERING = {
-    "subnet chain flushed": ["flush", "chain", "inet", "cni_bridge", "masq-10.183.4.0_24"],
-    "base chain flushed": ["flush", "chain", "inet", "cni_bridge", "postrouting"],
+    "chain flushed": ["flush", "chain", "inet", "cni_bridge", "pod-masq"],
+    "chain deleted": ["delete", "chain", "inet", "cni_bridge", "pod-masq"],
     "table deleted": ["delete", "table", "inet", "cni_bridge"],
-    "element deleted": ["delete", "element", "inet", "cni_bridge", "masq4", "{ ADDRESS }"],
+    "element deleted": ["delete", "element", "inet", "cni_bridge", "pods4", "{ ADDRESS }"],
 }
 
 
