@@ -7,9 +7,9 @@ hostile dataDir, exec'd as a runtime execs them inside throwaway node namespaces
 
 Sizes (environment, defaults in brackets): WIDTH concurrent execs of a storm [16], ROUNDS
 of a storm [2], KILLS SIGKILLs of ADD and of DEL each [12], FUZZ fuzzer cases [400],
-SEED the seed of every random choice [fresh; printed in the report header, and set it to
-repeat a run]. The figures of a run (counts, durations, what was found) are printed at the
-end of the session.
+SEED the seed of every random choice [fresh]. The seed and the figures of the run
+(counts, durations, what was found) are printed at the end of the session; setting
+CNI_BRIDGE_STRESS_SEED to that seed repeats the run.
 
 Needs root. The rig is stress_rig.py; fuzz_cases.py makes the fuzzer's cases and runs them.
 """
@@ -34,6 +34,7 @@ def pytest_report_header(config):
 def pytest_terminal_summary(terminalreporter):
     if FIGURES:
         terminalreporter.section("stress figures")
+        terminalreporter.write_line(f"seed {SEED} (CNI_BRIDGE_STRESS_SEED={SEED} repeats this run)")
         for line in FIGURES:
             terminalreporter.write_line(line)
 

@@ -52,7 +52,7 @@ def test_fuzz_configs_and_environment(node, sandbox, bin_dir, stress_seed, figur
     cases, execs = sum(r["cases"] for r in reports), sum(r["execs"] for r in reports)
     seconds = sum(r["seconds"] for r in reports)
     top = ", ".join(f"{outcome}: {count}" for outcome, count in sorted(outcomes.items(), key=lambda i: -i[1])[:8])
-    figures.append(f"fuzzer: {cases} cases ({execs} through the executable) in {seconds:.0f} s, seed {stress_seed},"
+    figures.append(f"fuzzer: {cases} cases ({execs} through the executable) in {seconds:.0f} s,"
                    f" {len(findings)} findings; most frequent outcomes: {top}")
     assert not findings, json.dumps(findings[:10], indent=1, ensure_ascii=False)
     assert cases == FUZZ

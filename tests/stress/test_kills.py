@@ -72,4 +72,4 @@ def test_sigkill_then_del_leaves_nothing(node, killing, stress_seed, figures, vi
         assert node.veths() == [bystander_veth], (i, delay)
     _assert_bystander_intact(node, conf, bystander_conf, outside)
     figures.append(f"SIGKILL of {victim}: {KILLS} kills within 0-{spread:.3f} s, {len(landed)} landed"
-                   f" before the exec ended (the rest had finished), seed {stress_seed}")
+                   f" before the exec ended (the rest had finished)")
