@@ -53,6 +53,16 @@ class CmdArgs:
         prev = self.conf.get("prevResult")
         return version.upgrade_result(prev, self.cni_version) if prev else None
 
+    def prev_result_if_usable(self) -> dict | None:
+        """prevResult for a DEL, which must clean up without it: None when there is none or
+        when it is malformed (said on stderr), so that a prevResult ADD took without reading
+        it cannot keep DEL from finding the attachment by other means."""
+        try:
+            return self.prev_result()
+        except CNIError as err:
+            log(f"{self.command}: {err}; going without prevResult")
+            return None
+
 
 def valid_attachments(conf: dict) -> set[tuple[str, str]] | None:
     """GC's (container id, ifname) pairs; libcni sends both spellings (the 1.1.0 spec text

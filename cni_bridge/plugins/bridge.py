@@ -419,7 +419,7 @@ def cmd_del(cmd_args: CmdArgs) -> None:
     """Undo ADD. Whatever is already gone (netns, interface, lease, rule) is skipped, and a
     step that fails does not stop the others (SPEC.md: DEL is best effort)."""
     conf = BridgeConf(cmd_args)
-    prev = _prev_result_if_usable(cmd_args)
+    prev = cmd_args.prev_result_if_usable() or {}
     netns_fd = _open_netns_if_there(cmd_args)
     steps = []
     # nftables first: the kernel frees what we delete after an RCU grace period, which then
@@ -444,16 +444,6 @@ def cmd_del(cmd_args: CmdArgs) -> None:
         raise failures[0][1]
     if failures:
         raise CNIError(INTERNAL, "DEL could not remove everything", "; ".join(f"{w}: {e}" for w, e in failures))
-
-
-def _prev_result_if_usable(cmd_args: CmdArgs) -> dict:
-    """prevResult, or {} when there is none or it is malformed: ADD never read it, so it
-    must not keep DEL from finding the attachment by its leases and elements instead."""
-    try:
-        return cmd_args.prev_result() or {}
-    except CNIError as err:
-        log(f"DEL: {err}; going without prevResult")
-        return {}
 
 
 def _open_netns_if_there(cmd_args: CmdArgs) -> int | None:

@@ -265,3 +265,18 @@ def test_an_error_without_details_still_has_a_string_there():
     code, out, _ = dispatch(plugin=FakePlugin(fail=errors.CNIError(errors.IO_FAILURE, "cannot read", None)))
     assert_error(code, out, errors.IO_FAILURE, "cannot read")
     assert out["details"] == ""
+
+
+def test_a_malformed_prev_result_is_set_aside_where_it_may_be(capsys):
+    """DEL takes prevResult as a hint: prev_result() refuses what prev_result_if_usable()
+    sets aside, saying so on stderr."""
+    conf = {**CONF, "prevResult": {"cniVersion": "1.1.0", "ips": [{"address": 7}]}}
+    _, _, plugin = dispatch({"CNI_COMMAND": "DEL"}, conf=conf)
+    (cmd_args,) = plugin.calls
+    with pytest.raises(errors.CNIError) as caught:
+        cmd_args.prev_result()
+    assert caught.value.code == errors.DECODE_FAILURE
+    assert cmd_args.prev_result_if_usable() is None
+    assert "DEL: failed to decode prevResult" in capsys.readouterr().err
+    _, _, plugin = dispatch({"CNI_COMMAND": "DEL"}, conf={**CONF, "prevResult": {"cniVersion": "1.1.0"}})
+    assert plugin.calls[0].prev_result_if_usable() == {"cniVersion": "1.1.0"}
