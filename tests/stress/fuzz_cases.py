@@ -85,6 +85,11 @@ def base_configs(box: Sandbox) -> list[tuple[str, dict]]:
                     "dns": {"nameservers": ["10.183.66.1"], "search": ["hx.test"]}}),
         ("bridge", {**bridge, "ipMasq": False, "isDefaultGateway": False, "ipam": legacy}),
         ("loopback", {"cniVersion": "1.1.0", "name": "hxlo", "type": "loopback"}),
+        ("portmap", {"cniVersion": "1.0.0", "name": NETWORK, "type": "portmap", "snat": True,
+                     "runtimeConfig": {"portMappings": [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"},
+                                                        {"hostPort": 18053, "containerPort": 53, "protocol": "udp",
+                                                         "hostIP": "10.183.66.1"}]},
+                     "prevResult": {**prev, "ips": [*prev["ips"], {"address": "fd1b:0:42::2/64", "interface": 2}]}}),
     ]
 
 
@@ -102,7 +107,8 @@ TEXTS = ["", " ", "é", "😀", "\u202e", "\u0000", "\x1b[31m", "a\nb", "a" * 16
          " 10.183.64.0/24", "10.183.64.0/24\n", "1.2.3.4/-1", "1.2.3.4/0x18", "10.183.64.0/²", "fe80::1%eth0",
          "::ffff:10.183.64.5", "10.183.64.1/24", "0a:58:0a:b7:42:05", "ff:ff:ff:ff:ff:ff", "../../etc/passwd",
          "hxf1", "cni0", "1.1.0", "9.9.9", "host-local", "bridge"]
-SHAPES = [None, [], {}, [[]], {"": ""}, [1, "a"], [{"subnet": "10.183.64.0/24"}], _deep(150), _deep(300)]
+SHAPES = [None, [], {}, [[]], {"": ""}, [1, "a"], [{"subnet": "10.183.64.0/24"}], _deep(150), _deep(300),
+          [{"hostPort": 18081, "containerPort": 81}], {"HostPort": 18082, "ContainerPort": 82, "Protocol": "sctp"}]
 IPAM_TYPES = ["host-local", "bridge", "loopback", "cni-bridge", "cnib-host-local", "static", "", "../host-local",
               "/usr/lib/cni/host-local", "host-local\u0000", 5, None]
 COMMANDS = ["ADD"] * 10 + ["DEL"] * 3 + ["CHECK"] * 3 + ["GC", "STATUS", "VERSION"]
