@@ -132,3 +132,23 @@ PORTMAP_CONF = ('typed-dict', {
     'conditionsV4': (False, ('list', ('str', None, None), None)),
     'conditionsV6': (False, ('list', ('str', None, None), None)),
 })
+RESULT_INTERFACE = ('typed-dict', {
+    'name': (True, ('str', None, None)),
+    'mac': (False, ('str', None, None)),
+    'mtu': (False, ('int', 0, 4294967295)),
+    'sandbox': (False, ('str', None, None)),
+    'socketPath': (False, ('str', None, None)),
+    'pciID': (False, ('str', None, None)),
+})
+RESULT_IP = ('typed-dict', {
+    'address': (True, ('str', None, None)),
+    'gateway': (False, ('str', None, None)),
+    'interface': (False, ('int', 0, 2147483647)),
+})
+RESULT = ('typed-dict', {
+    'cniVersion': (False, ('str', None, None)),
+    'interfaces': (False, ('list', RESULT_INTERFACE, None)),
+    'ips': (False, ('list', RESULT_IP, None)),
+    'routes': (False, ('list', ROUTE, None)),
+    'dns': (False, DNS),
+})

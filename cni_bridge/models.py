@@ -203,8 +203,36 @@ class PortmapConf(_Common, _GC):
     conditionsV6: NotRequired[list[str]]
 
 
+# A result in the 1.1 shape (SPEC.md section 5), as a prevResult is read once upgraded: the
+# plugins index into it, so its shape is checked like a config's.
+@with_config(LOOSE)
+class ResultInterface(TypedDict):
+    name: str
+    mac: NotRequired[str]
+    mtu: NotRequired[U32]
+    sandbox: NotRequired[str]
+    socketPath: NotRequired[str]
+    pciID: NotRequired[str]
+
+
+@with_config(LOOSE)
+class ResultIP(TypedDict):
+    address: str
+    gateway: NotRequired[str]
+    interface: NotRequired[Annotated[int, Field(ge=0, le=2**31 - 1)]]  # an index into interfaces
+
+
+@with_config(LOOSE)
+class Result(TypedDict):
+    cniVersion: NotRequired[str]
+    interfaces: NotRequired[list[ResultInterface]]
+    ips: NotRequired[list[ResultIP]]
+    routes: NotRequired[list[Route]]
+    dns: NotRequired[DNS]
+
+
 # What the plugins validate with: each entry becomes the constant of that name in
 # cni_bridge/_schemas.py (`python -m cni_bridge.schemagen` after any change here).
 MODELS = {"HOST_LOCAL_CONF": HostLocalConf, "BRIDGE_CONF": BridgeConf, "LOOPBACK_CONF": LoopbackConf,
-          "PORTMAP_CONF": PortmapConf}
+          "PORTMAP_CONF": PortmapConf, "RESULT": Result}
 

@@ -1,6 +1,9 @@
 """host-local's configuration: range sets, routes, DNS and requested addresses, parsed and
 checked in full before anything touches the disk."""
 
+import os
+import stat
+
 from cni_bridge import _schemas
 from cni_bridge.cni import version
 from cni_bridge.cni.schema import validate_conf
@@ -164,7 +167,8 @@ def _requested_addresses(conf, runtime, cni_args, range_sets) -> dict[int, tuple
     requested: dict[int, tuple[int, int]] = {}
     for text in texts:
         try:
-            ip = parse_ip(text.partition("/")[0])
+            # "ip" or "ip/prefix", as the reference reads them; the prefix is not used.
+            ip = parse_cidr(text)[0] if "/" in text else parse_ip(text)
         except ValueError as err:
             raise _bad(f"requested address: {err}") from None
         holders = [i for i, range_set in enumerate(range_sets) if any(ip in r for r in range_set)]
@@ -181,10 +185,14 @@ def _requested_addresses(conf, runtime, cni_args, range_sets) -> dict[int, tuple
 def parse_resolv_conf(path: str) -> dict:
     """DNS settings from a resolv.conf-style file, as the result's `dns` object."""
     try:
-        with open(path) as f:
+        # O_NONBLOCK: a FIFO in its place must not hang the ADD; it is refused below.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, encoding="utf-8", errors="replace") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(0, "not a regular file")
             lines = f.read().splitlines()
     except OSError as err:
-        raise CNIError(IO_FAILURE, f"cannot read resolvConf {path}", err.strerror) from None
+        raise CNIError(IO_FAILURE, f"cannot read resolvConf {path}", err.strerror or str(err)) from None
     dns: dict = {}
     for line in lines:
         fields = line.split()

@@ -26,7 +26,7 @@ class CNIError(Exception):
         super().__init__(msg)
         self.code = code
         self.msg = msg
-        self.details = details
+        self.details = details or ""  # an OSError's strerror, say, can be None
 
     def __str__(self) -> str:
         return f"{self.msg}: {self.details}" if self.details else self.msg

@@ -24,10 +24,14 @@ def validate_conf(schema: tuple, conf) -> dict:
     problems: list[tuple[tuple, str]] = []
     valid = validate(schema, conf, (), problems)
     if problems:
-        details = "; ".join(f"{'.'.join(str(part) for part in location) or '<config>'}: {message}"
-                            for location, message in problems)
-        raise CNIError(INVALID_CONFIG, "invalid network config", details)
+        raise CNIError(INVALID_CONFIG, "invalid network config", describe(problems))
     return valid
+
+
+def describe(problems: list[tuple[tuple, str]]) -> str:
+    """Every problem validate() found, as one line naming where each is."""
+    return "; ".join(f"{'.'.join(str(part) for part in location) or '<config>'}: {message}"
+                     for location, message in problems)
 
 
 def validate(node: tuple, value, location: tuple, problems: list):

@@ -53,6 +53,16 @@ class CmdArgs:
         prev = self.conf.get("prevResult")
         return version.upgrade_result(prev, self.cni_version) if prev else None
 
+    def prev_result_if_usable(self) -> dict | None:
+        """prevResult for a DEL, which must clean up without it: None when there is none or
+        when it is malformed (said on stderr), so that a prevResult ADD took without reading
+        it cannot keep DEL from finding the attachment by other means."""
+        try:
+            return self.prev_result()
+        except CNIError as err:
+            log(f"{self.command}: {err}; going without prevResult")
+            return None
+
 
 def valid_attachments(conf: dict) -> set[tuple[str, str]] | None:
     """GC's (container id, ifname) pairs; libcni sends both spellings (the 1.1.0 spec text
@@ -117,9 +127,14 @@ def dispatch(plugin: Plugin, environ, stdin: bytes) -> tuple[int, bytes]:
 
 
 def load_cmd_args(command: str, environ, stdin: bytes) -> CmdArgs:
-    """Validate the environment and the config's protocol fields; raise CNIError."""
+    """Validate the environment and the config's protocol fields; raise CNIError.
+
+    Every variable we read is checked before any plugin code runs, so that nothing a
+    plugin writes (a lease, an nft comment, a log line) can hold bytes that are not text.
+    """
     if command not in COMMANDS:
-        raise CNIError(errors.INVALID_ENVIRONMENT, f"unknown CNI_COMMAND: {command}")
+        raise CNIError(errors.INVALID_ENVIRONMENT, "unknown CNI_COMMAND",
+                       f"{names.shown(command)} is not one of {', '.join(COMMANDS)}")
     missing = [key for key in REQUIRED_ENV[command] if not environ.get(key)]
     if missing:
         raise CNIError(errors.INVALID_ENVIRONMENT, f"required env variables {missing} missing")
@@ -129,7 +144,10 @@ def load_cmd_args(command: str, environ, stdin: bytes) -> CmdArgs:
     ifname = environ.get("CNI_IFNAME", "")
     if ifname:
         names.check_interface_name(ifname)
-    cni_args = parse_cni_args(environ.get("CNI_ARGS", ""))
+    netns = names.check_environment_text("CNI_NETNS", environ.get("CNI_NETNS", ""), names.MAX_PATH_LENGTH)
+    path = names.check_cni_path(environ.get("CNI_PATH", ""))
+    raw_args = names.check_environment_text("CNI_ARGS", environ.get("CNI_ARGS", ""), names.MAX_CNI_ARGS_LENGTH)
+    cni_args = parse_cni_args(raw_args)
 
     try:
         conf = wire.loads(stdin)
@@ -146,9 +164,8 @@ def load_cmd_args(command: str, environ, stdin: bytes) -> CmdArgs:
             f"config is {cni_version!r}, {command} needs {minimum} or later",
         )
     network_name = names.check_network_name(conf.get("name"))
-    path = [p for p in environ.get("CNI_PATH", "").split(":") if p]
     return CmdArgs(
-        command, container_id, environ.get("CNI_NETNS", ""), ifname, cni_args, path,
+        command, container_id, netns, ifname, cni_args, path,
         environ, stdin, conf, cni_version, network_name,
     )
 

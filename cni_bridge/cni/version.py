@@ -5,6 +5,9 @@ to the version the config asked for. A prevResult of any version is upgraded to 
 shape on input. Dicts throughout: these are the JSON objects the spec defines.
 """
 
+from cni_bridge import _schemas
+from cni_bridge.cni import schema
+from cni_bridge.cni.addr import parse_cidr, parse_ip
 from cni_bridge.cni.errors import CNIError, DECODE_FAILURE, INCOMPATIBLE_VERSION, INTERNAL
 
 SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
@@ -118,7 +121,31 @@ def upgrade_result(prev: dict, config_version: str) -> dict:
             upgraded = _from_020(prev)
     except (KeyError, TypeError, AttributeError) as err:
         raise CNIError(DECODE_FAILURE, "failed to decode prevResult", f"malformed {version} result: {err!r}") from None
+    # The plugins index into it: every field they read must have the type the spec gives it.
+    problems: list = []
+    schema.validate(_schemas.RESULT, upgraded, ("prevResult",), problems)
+    if not problems:
+        problems = _address_problems(upgraded)
+    if problems:
+        raise CNIError(DECODE_FAILURE, "failed to decode prevResult", schema.describe(problems))
     return {"cniVersion": CURRENT_VERSION, **upgraded}
+
+
+def _address_problems(result: dict) -> list[tuple[tuple, str]]:
+    """The result's addresses that are not what the spec says (a CIDR, an IP address); an
+    empty gateway counts as none."""
+    fields = [(("ips", i, "address"), ip["address"], parse_cidr) for i, ip in enumerate(result.get("ips") or [])]
+    fields += [(("ips", i, "gateway"), ip.get("gateway"), parse_ip) for i, ip in enumerate(result.get("ips") or [])]
+    fields += [(("routes", i, "dst"), r["dst"], parse_cidr) for i, r in enumerate(result.get("routes") or [])]
+    fields += [(("routes", i, "gw"), r.get("gw"), parse_ip) for i, r in enumerate(result.get("routes") or [])]
+    problems = []
+    for location, text, parse in fields:
+        if text:
+            try:
+                parse(text)
+            except ValueError as err:
+                problems.append((("prevResult", *location), str(err)))
+    return problems
 
 
 def _from_040(prev: dict) -> dict:

@@ -101,10 +101,14 @@ def _check_depth_and_strings(value) -> None:
 
 
 def dumps(value, indent: int | None = None) -> bytes:
-    """JSON text of dicts, lists, strings, numbers, booleans and None, as UTF-8."""
+    """JSON text of dicts, lists, strings, numbers, booleans and None, as UTF-8.
+
+    A lone surrogate (an undecodable byte of the environment, in an error message) is
+    written as its \\u escape, so that the output is always JSON and always UTF-8.
+    """
     parts: list[str] = []
     _write(value, parts, indent, 0)
-    return "".join(parts).encode()
+    return "".join(parts).encode("utf-8", "backslashreplace")
 
 
 def _write(value, parts: list[str], indent: int | None, depth: int) -> None:

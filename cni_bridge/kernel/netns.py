@@ -33,7 +33,8 @@ def open_netns(path: str) -> int:
     cannot be opened or is not a network namespace. The caller closes the fd.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO at the path must not hang us; it is refused as no namespace.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError as e:
         raise NetnsNotFound(path, e.strerror) from None
     except OSError as e:

@@ -297,6 +297,12 @@ def _generation_and_rules(family: int) -> tuple[int, dict[str, list[str]] | None
     return genid, chains
 
 
+def _generation() -> int:
+    """The ruleset generation, for a batch that must not apply if anything changed since."""
+    reply = _socket().request(nfnl.get_gen_request(), "nftables: get generation")
+    return nfnl.GEN_MSG.decode(reply[0])[1]["NFTA_GEN_ID"]
+
+
 def layout_problems(layout: Layout) -> list[str]:
     """What is wrong with a feature's layout in the kernel, in words ([] when intact)."""
     _, rules = _generation_and_rules(FAMILIES[layout.family])
@@ -452,21 +458,34 @@ def add(layout_of, new: list[Element], restore=None, check=None) -> None:
 
 def _write_with_elements(layout_of, new: list[Element], restore, check) -> None:
     """Write the layout (for our elements and any restored ones), then our elements,
-    replacing what the kernel holds under their keys (a stale owner, say)."""
+    replacing what the kernel holds under their keys (a stale owner, say).
+
+    The replacement names the generation read before the lookup: another ADD that is
+    healing the same layout restores every leased attachment, ours included, and one it
+    put in after our lookup would otherwise make our exclusive create fail (EEXIST)."""
     restored = [e for e in (restore() if restore else []) if e.key not in {n.key for n in new}]
     layout = layout_of(new + restored)
     write_layout(layout)
-    if check is not None:
-        check()
-    changes = [(nfnl.NFT_MSG_DELSETELEM, 0, old) for old in lookup(layout.family, new) if old is not None]
-    changes += [(nfnl.NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL, e) for e in new]
-    try:
-        _batch(layout.family, changes, None, "nftables: add elements")
-        if restored:  # not exclusive: an attachment may have been added back meanwhile
+    creates = [(nfnl.NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL, e) for e in new]
+    for _ in range(_TRIES):
+        genid = _generation()
+        if check is not None:
+            check()
+        changes = [(nfnl.NFT_MSG_DELSETELEM, 0, old) for old in lookup(layout.family, new) if old is not None]
+        try:
+            _batch(layout.family, changes + creates, genid, "nftables: add elements")
+            break
+        except NetlinkError as err:
+            if err.errno not in (ERESTART, EEXIST, ENOENT):  # changed since we looked: look again
+                raise _failed(err) from None
+    else:
+        raise errors.CNIError(errors.INTERNAL, "nftables: cannot add elements", "they kept changing")
+    if restored:  # not exclusive: an attachment may have been added back meanwhile
+        try:
             _batch(layout.family, [(nfnl.NFT_MSG_NEWSETELEM, NLM_F_CREATE, e) for e in restored], None,
                    "nftables: restore elements")
-    except NetlinkError as err:
-        raise _failed(err) from None
+        except NetlinkError as err:
+            raise _failed(err) from None
 
 
 def remove(family: str, owner: str, candidates: list[Element]) -> list[Element]:
@@ -498,8 +517,7 @@ def prune_chains(family: str, chains: dict[str, int]) -> list[str]:
     batch names the generation the check saw."""
     pruned = []
     for _ in range(_TRIES if chains else 0):
-        genid = nfnl.GEN_MSG.decode(_socket().request(nfnl.get_gen_request(), "nftables: get generation")[0])[1][
-            "NFTA_GEN_ID"]
+        genid = _generation()
         uses = chain_uses(family, list(chains))
         unused = [chain for chain, use in uses.items() if use <= chains[chain]]
         if not unused:

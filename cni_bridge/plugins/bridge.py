@@ -10,7 +10,7 @@ import os
 import sys
 
 from cni_bridge import _schemas
-from cni_bridge.cni import invoke, version
+from cni_bridge.cni import invoke, names, version
 from cni_bridge.cni.addr import parse_cidr, parse_ip
 from cni_bridge.cni.errors import CNIError, INTERNAL, INVALID_CONFIG
 from cni_bridge.cni.schema import validate_conf
@@ -57,6 +57,9 @@ class BridgeConf:
             raise _bad("cannot set hairpinMode and promiscMode at the same time")
         if self.disable_container_interface and self.ipam_type:
             raise _bad("cannot use IPAM when disableContainerInterface is set")
+        problem = names.interface_name_problem(self.bridge)
+        if problem:
+            raise _bad(f"bridge name {names.shown(self.bridge)} {problem}")
         if self.vlan and any(low <= self.vlan <= high for low, high in self.vlan_trunk):
             raise _bad(f"vlan {self.vlan} is also in vlanTrunk")
         if self.ipam_type:
@@ -416,7 +419,7 @@ def cmd_del(cmd_args: CmdArgs) -> None:
     """Undo ADD. Whatever is already gone (netns, interface, lease, rule) is skipped, and a
     step that fails does not stop the others (SPEC.md: DEL is best effort)."""
     conf = BridgeConf(cmd_args)
-    prev = cmd_args.prev_result() or {}
+    prev = cmd_args.prev_result_if_usable() or {}
     netns_fd = _open_netns_if_there(cmd_args)
     steps = []
     # nftables first: the kernel frees what we delete after an RCU grace period, which then
@@ -456,15 +459,21 @@ def _open_netns_if_there(cmd_args: CmdArgs) -> int | None:
 
 
 def _attachment_addresses(cmd_args: CmdArgs, conf: BridgeConf, prev: dict, netns_fd) -> list[str] | None:
-    """The attachment's addresses ("ip/prefix"), from the first source that has them: the
-    runtime's prevResult, our host-local's leases, the container's interface. None if
-    none does (then the elements are found by listing)."""
+    """The attachment's addresses ("ip/prefix"): those of the runtime's prevResult and of
+    our host-local's leases together (a prevResult can be stale, or the previous plugin's),
+    else the container's interface's. None if none has any (then the elements are found by
+    listing). Only elements the attachment owns are removed, so a wrong address costs a
+    lookup, never another attachment's masquerade."""
     addresses = [ip["address"] for ip in prev.get("ips") or []]
+    known = {address.partition("/")[0] for address in addresses}
+    try:
+        leased = leased_addresses(cmd_args, conf)
+    except CNIError as err:  # the IPAM step reports it; the masquerade can go all the same
+        log(f"DEL: cannot read the leases ({err}); finding the masquerade without them")
+        leased = []
+    addresses += [address for key, address in leased if key == conf.key and address.partition("/")[0] not in known]
     if addresses:
         return addresses
-    leased = [address for key, address in leased_addresses(cmd_args, conf) if key == conf.key]
-    if leased:
-        return leased
     if netns_fd is not None:
         with RouteSocket.in_netns(netns_fd) as container:
             link = container.get_link(name=cmd_args.ifname)

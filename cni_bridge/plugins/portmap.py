@@ -292,7 +292,7 @@ def cmd_del(cmd_args: CmdArgs) -> None:
     """Remove the attachment's elements: by key when portMappings and prevResult say what
     they are, else every element it owns. Nothing there is success."""
     conf = PortmapConf(cmd_args)
-    prev = cmd_args.prev_result()
+    prev = cmd_args.prev_result_if_usable()
     addresses = container_addresses(prev, cmd_args.ifname) if prev else {}
     mappings = conf.mappings(addresses)
     if mappings:

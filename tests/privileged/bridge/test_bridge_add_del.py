@@ -190,6 +190,49 @@ def test_del_without_prev_result(rig):
     assert rig.host_veths() == [] and rig.nft_elements() == set()
 
 
+@pytest.mark.parametrize("prev", [{"cniVersion": "1.1.0", "ips": 18446744073709551616}, {"interfaces": [None]},
+                                  {"cniVersion": "0.2.0", "ip4": {"ip": 7}}])
+def test_del_with_a_malformed_prev_result_still_removes_everything(rig, prev):
+    """ADD never reads prevResult, so one it took must not keep DEL from cleaning up."""
+    conf = rig.conf(ranges=[[SUBNET4], [SUBNET6]], isGateway=True, ipMasq=True, prevResult=prev)
+    c = rig.container()
+    rig.add(conf, c)
+    res = rig.exec("DEL", conf, c)
+    assert (res.code, res.out) == (0, None), res
+    assert "going without prevResult" in res.err
+    rig.assert_no_attachment(c)
+    assert rig.host_veths() == [] and rig.nft_elements() == set()
+
+
+def test_del_with_a_prev_result_that_is_not_this_attachments_still_removes_its_masquerade(rig):
+    """A prevResult in the config that ADD ignored (the previous plugin's, say) names other
+    addresses: DEL once removed the elements at those, and left the attachment's own."""
+    conf = rig.conf(ranges=[[SUBNET4], [SUBNET6]], isGateway=True, ipMasq=True,
+                    prevResult={"cniVersion": "1.1.0", "ips": [{"address": "10.99.0.200/24"}]})
+    c = rig.container()
+    added = rig.add(conf, c)
+    assert {ip["address"] for ip in added["ips"]} == {"10.99.0.2/24", "fd99::2/64"}
+    rig.ok("DEL", conf, c)
+    rig.assert_no_attachment(c)
+    assert rig.nft_elements() == set()
+
+
+def test_del_with_a_broken_ipam_section_still_removes_the_masquerade(rig):
+    """The IPAM step fails on it (error 7; the masquerade step once failed on it too, and
+    the two made a 999); the masquerade and the interface go all the same, and a DEL with
+    the config mended releases the lease."""
+    conf = rig.conf(ranges=[[SUBNET4]], isGateway=True, ipMasq=True)
+    c = rig.container()
+    rig.add(conf, c)
+    broken = {**conf, "ipam": {**conf["ipam"], "ranges": "10.99.0.0/24"}}
+    error = rig.fails("DEL", broken, c)
+    assert (error["code"], error["details"]) == (7, "ipam.ranges: Input should be a valid list"), error
+    assert rig.nft_elements() == set() and rig.host_veths() == [] and c.link("eth0") is None
+    assert list(rig.leases()) == ["10.99.0.2"]
+    rig.ok("DEL", conf, c)
+    rig.assert_no_attachment(c)
+
+
 def test_del_keeps_other_interfaces_of_the_same_container(rig):
     conf = rig.conf(ipMasq=True)
     c = rig.container()

@@ -45,8 +45,31 @@ def check(net, cid, ifname, addrs):
         raise errors.CNIError(999, "CHECK failed: " + problem)
 
 
+def add_masquerade_restored_meanwhile(net, cid, ifname, addrs):
+    # add_masquerade, with our own elements put in (as another ADD healing the layout
+    # restores every leased attachment, with a create that is not exclusive) right after
+    # our lookup of them.
+    from cni_bridge.kernel import nfnl
+    from cni_bridge.kernel.netlink import NLM_F_CREATE
+    from cni_bridge.nft import table
+
+    looked_up = table.lookup
+
+    def lookup_then_restore(family, elements):
+        found = looked_up(family, elements)
+        if not restored:
+            restored.append(True)
+            table._batch(family, [(nfnl.NFT_MSG_NEWSETELEM, NLM_F_CREATE, e) for e in elements], None, "restore")
+        return found
+
+    restored = []
+    table.lookup = lookup_then_restore
+    firewall.add_masquerade(key(net, cid, ifname), addrs)
+
+
 CALLS = {
     "add_masquerade": lambda net, cid, ifname, addrs: firewall.add_masquerade(key(net, cid, ifname), addrs),
+    "add_masquerade_restored_meanwhile": add_masquerade_restored_meanwhile,
     "remove_masquerade": lambda net, cid, ifname, addrs=None: firewall.remove_masquerade(key(net, cid, ifname), addrs),
     "check_masquerade": check,
     "gc_masquerade": lambda net, valid: sorted(e.comment for e in firewall.gc(net, {tuple(v) for v in valid})),
@@ -318,6 +341,18 @@ def test_a_flushed_chain_is_healed_by_the_next_add_in_place(ns):
     after = table(ns)
     assert after["rules"] == before["rules"] and after["comments"] == before["comments"]
     assert set(elements(ns)) == {"10.88.0.5", "10.88.0.6"}  # the elements survived the flush
+
+
+def test_healing_add_whose_element_a_concurrent_heal_restored_meanwhile(ns):
+    """Two ADDs heal a flushed chain at once; each restores the leased attachments, the
+    other's included. One restored between our lookup and our batch once made our
+    exclusive create fail with EEXIST (the ADD failed); now the batch is made again."""
+    call(ns, "add_masquerade", "net", "c1", "eth0", ["10.88.0.5/16"])
+    before = table(ns)
+    sh("ip", "netns", "exec", ns, "nft", "flush", "chain", "inet", "cni_bridge", "pod-masq")
+    call(ns, "add_masquerade_restored_meanwhile", "net", "c2", "eth0", ["10.88.0.6/16"])
+    assert table(ns)["rules"] == before["rules"]
+    assert elements(ns) == {"10.88.0.5": "net/c1/eth0", "10.88.0.6": "net/c2/eth0"}
 
 
 def test_a_foreign_rule_in_our_chain_is_replaced(ns):

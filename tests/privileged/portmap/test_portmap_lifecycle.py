@@ -215,6 +215,17 @@ def test_del_without_port_mappings_removes_by_owner(rig):
     assert rig.portmap("DEL", direct_conf([tcp(18331, 80)], prev_result()), ns=keep).code == 0
 
 
+def test_del_with_a_malformed_prev_result_removes_by_owner(rig):
+    """A prevResult of the wrong shape (refused since prevResults are checked) is set aside
+    by DEL, which then finds the attachment's elements by their owner."""
+    net = rig.network()
+    gone = rig.container("gone")
+    rig.attach(net, gone, [tcp(18335, 80)])
+    res = rig.portmap("DEL", direct_conf([tcp(18335, 80)], {"cniVersion": "1.0.0", "ips": [{"address": 7}]}), ns=gone)
+    assert res.code == 0 and "going without prevResult" in res.err, res
+    assert rig.owners() == set()
+
+
 def test_del_by_key_leaves_a_new_owner_alone(rig):
     rig.stand_in_bridge()
     conf = direct_conf([tcp(18334, 80)], prev_result())

@@ -27,6 +27,7 @@ HOST_LOCAL = {
 BRIDGE = {"cniVersion": "1.1.0", "name": "net1", "type": "bridge", "bridge": "cni0", "ipam": {"type": "host-local"}}
 PORTMAP = {"cniVersion": "1.1.0", "name": "net1", "type": "portmap",
            "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80}]}}
+RESULT = {"interfaces": [{"name": "eth0"}], "ips": [{"address": "10.0.0.2/24"}], "routes": [{"dst": "0.0.0.0/0"}]}
 
 
 def with_changes(base: dict, path, value) -> dict:
@@ -127,6 +128,14 @@ KERNEL_RANGES = [
     ("PORTMAP_CONF", PORTMAP, "runtimeConfig.portMappings.0.hostPort", 1, 65535),  # an inet_service; 0 is no port
     ("PORTMAP_CONF", PORTMAP, "runtimeConfig.portMappings.0.containerPort", 1, 65535),
     ("PORTMAP_CONF", PORTMAP, "markMasqBit", 0, 31),  # a bit of the 32-bit mark (the reference's; unused)
+    # A prevResult's: what the plugin that made it could have set, the same kernel fields.
+    ("RESULT", RESULT, "interfaces.0.mtu", 0, U32_MAX),  # 1.1's interface mtu; a plugin may report any
+    ("RESULT", RESULT, "ips.0.interface", 0, 2**31 - 1),  # an index into interfaces, not a kernel field
+    ("RESULT", RESULT, "routes.0.mtu", 0, 65520),
+    ("RESULT", RESULT, "routes.0.advmss", 0, 65495),
+    ("RESULT", RESULT, "routes.0.priority", 0, U32_MAX),
+    ("RESULT", RESULT, "routes.0.table", 0, U32_MAX),
+    ("RESULT", RESULT, "routes.0.scope", 0, 254),
 ]
 
 

@@ -168,10 +168,51 @@ def test_cni_args_reach_the_plugin():
     assert plugin.calls[0].args == {"IgnoreUnknown": "1", "IP": "10.0.0.9"}
 
 
+BAD_TEXT = {
+    "not UTF-8": "\udcff",  # how os.environ hands over the byte 0xff
+    "a control character": "\x1b",
+    "a line break": "\n",
+}
+
+
+@pytest.mark.parametrize("what", list(BAD_TEXT))
+@pytest.mark.parametrize("variable, good", [
+    ("CNI_CONTAINERID", "ctr1"), ("CNI_IFNAME", "eth0"), ("CNI_NETNS", "/var/run/netns/c1"),
+    ("CNI_PATH", "/opt/cni/bin:/usr/lib/cni"), ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=web"),
+])
+@pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK"])
+def test_environment_that_is_not_clean_text_is_refused_and_named(command, variable, good, what):
+    code, out, plugin = dispatch({"CNI_COMMAND": command, variable: good[:-1] + BAD_TEXT[what] + good[-1:]})
+    assert_error(code, out, errors.INVALID_ENVIRONMENT, variable)
+    assert not plugin.calls, "refused before the plugin runs, so before it can write anything"
+
+
+@pytest.mark.parametrize("variable, longest", [
+    ("CNI_CONTAINERID", "c" * 255),
+    ("CNI_IFNAME", "i" * 15),
+    ("CNI_NETNS", "/" + "n" * 4094),
+    ("CNI_PATH", "/a:/" + "p" * 4094),
+    ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=" + "v" * (16384 - 29)),
+])
+def test_environment_lengths(variable, longest):
+    code, _, plugin = dispatch({variable: longest})
+    assert code == 0 and len(plugin.calls) == 1
+    too_long = longest + ("x" if variable != "CNI_PATH" else "p")
+    code, out, plugin = dispatch({variable: too_long})
+    assert_error(code, out, errors.INVALID_ENVIRONMENT, variable, "longer than")
+    assert not plugin.calls and len(json.dumps(out)) < 500, "the error quotes a long value cut short"
+
+
+def test_an_undecodable_command_gets_error_json():
+    code, raw = skel.dispatch(FakePlugin(), {**GOOD_ENV, "CNI_COMMAND": "AD\udcff"}, json.dumps(CONF).encode())
+    out = json.loads(raw.decode("utf-8"))  # valid UTF-8 and valid JSON
+    assert_error(code, out, errors.INVALID_ENVIRONMENT, "unknown CNI_COMMAND", "AD\\udcff")
+
+
 @pytest.mark.parametrize("command", ["add", "FOO", "VERSIONS"])
 def test_unknown_command(command):
     code, out, plugin = dispatch({"CNI_COMMAND": command})
-    assert_error(code, out, errors.INVALID_ENVIRONMENT, f"unknown CNI_COMMAND: {command}")
+    assert_error(code, out, errors.INVALID_ENVIRONMENT, "unknown CNI_COMMAND", repr(command))
     assert not plugin.calls
 
 
@@ -217,3 +258,25 @@ def test_unexpected_exception_is_error_999_without_traceback(capsys):
     assert b"Traceback" not in raw and b"test_skel.py" not in raw
     err = capsys.readouterr().err
     assert "KeyError" in err and "test_skel.py" in err, "the log names where it failed"
+
+
+def test_an_error_without_details_still_has_a_string_there():
+    """An OSError's strerror is None for some errors; the spec's details is a string."""
+    code, out, _ = dispatch(plugin=FakePlugin(fail=errors.CNIError(errors.IO_FAILURE, "cannot read", None)))
+    assert_error(code, out, errors.IO_FAILURE, "cannot read")
+    assert out["details"] == ""
+
+
+def test_a_malformed_prev_result_is_set_aside_where_it_may_be(capsys):
+    """DEL takes prevResult as a hint: prev_result() refuses what prev_result_if_usable()
+    sets aside, saying so on stderr."""
+    conf = {**CONF, "prevResult": {"cniVersion": "1.1.0", "ips": [{"address": 7}]}}
+    _, _, plugin = dispatch({"CNI_COMMAND": "DEL"}, conf=conf)
+    (cmd_args,) = plugin.calls
+    with pytest.raises(errors.CNIError) as caught:
+        cmd_args.prev_result()
+    assert caught.value.code == errors.DECODE_FAILURE
+    assert cmd_args.prev_result_if_usable() is None
+    assert "DEL: failed to decode prevResult" in capsys.readouterr().err
+    _, _, plugin = dispatch({"CNI_COMMAND": "DEL"}, conf={**CONF, "prevResult": {"cniVersion": "1.1.0"}})
+    assert plugin.calls[0].prev_result_if_usable() == {"cniVersion": "1.1.0"}

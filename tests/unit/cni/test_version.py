@@ -148,3 +148,30 @@ def test_check_version_refuses_unsupported(value):
 )
 def test_at_least_compares_numerically(left, right, result):
     assert version.at_least(left, right) is result
+
+
+@pytest.mark.parametrize("prev, where", [
+    # The plugins index into a prevResult: a field of the wrong type once reached them as it was.
+    ({"cniVersion": "1.1.0", "interfaces": [None]}, "prevResult.interfaces.0: Input should be a valid dictionary"),
+    ({"cniVersion": "1.0.0", "interfaces": [{"mac": "0a:58:00:00:00:01"}]}, "prevResult.interfaces.0.name: Field required"),
+    ({"cniVersion": "1.1.0", "ips": [{"address": 10}]}, "prevResult.ips.0.address: Input should be a valid string"),
+    ({"cniVersion": "1.1.0", "ips": [{"address": "10.0.0.2/24", "interface": -1}]}, "prevResult.ips.0.interface"),
+    ({"cniVersion": "0.4.0", "routes": [{"gw": "10.0.0.1"}]}, "prevResult.routes.0.dst: Field required"),
+    ({"cniVersion": "0.2.0", "ip4": {"ip": ["10.0.0.2/24"]}}, "prevResult.ips.0.address: Input should be a valid string"),
+    ({"cniVersion": "1.1.0", "dns": "10.0.0.1"}, "prevResult.dns: Input should be a valid dictionary"),
+    ({"cniVersion": "1.1.0", "ips": [{"address": "10.0.0.2"}]}, "prevResult.ips.0.address: invalid CIDR '10.0.0.2'"),
+    ({"cniVersion": "1.1.0", "ips": [{"address": "10.0.0.2/24", "gateway": "x"}]},
+     "prevResult.ips.0.gateway: invalid IP address 'x'"),
+    ({"cniVersion": "0.4.0", "routes": [{"dst": "0.0.0.0/33"}]}, "prevResult.routes.0.dst: invalid CIDR"),
+    ({"cniVersion": "1.0.0", "routes": [{"dst": "0.0.0.0/0", "gw": "10.0.0.1/24"}]}, "prevResult.routes.0.gw: invalid IP"),
+])
+def test_a_prev_result_of_the_wrong_shape_is_refused(prev, where):
+    with pytest.raises(CNIError) as caught:
+        version.upgrade_result(prev, "1.1.0")
+    assert (caught.value.code, caught.value.msg) == (errors.DECODE_FAILURE, "failed to decode prevResult")
+    assert where in caught.value.details, caught.value.details
+
+
+def test_an_empty_gateway_counts_as_none():
+    prev = {"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24", "gateway": ""}], "routes": [{"dst": "0.0.0.0/0", "gw": ""}]}
+    assert version.upgrade_result(prev, "1.1.0")["ips"] == prev["ips"]

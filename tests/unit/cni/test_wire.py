@@ -141,3 +141,10 @@ def test_dumps_writes_what_the_json_module_writes(indent):
     for _ in range(500):
         value = random_json(rng)
         assert wire.dumps(value, indent=indent) == json.dumps(value, ensure_ascii=False, indent=indent).encode()
+
+
+def test_dumps_writes_a_lone_surrogate_as_its_escape():
+    """An undecodable byte of the environment quoted in an error: still UTF-8, still JSON."""
+    raw = wire.dumps({"details": "eth\udcff \\ \"q\"", "mix": ["é", "\ud800"]})
+    assert raw == b'{"details": "eth\\udcff \\\\ \\"q\\"", "mix": ["\xc3\xa9", "\\ud800"]}'
+    assert json.loads(raw.decode("utf-8")) == {"details": "eth\udcff \\ \"q\"", "mix": ["é", "\ud800"]}

@@ -2,6 +2,7 @@
 before anything is written."""
 
 import json
+import os
 
 import pytest
 
@@ -158,6 +159,10 @@ BAD = [
     ([["10.0.0.0/24"]], {}, {}, "IP=10.0.0.5,10.0.0.6", "more than one address requested from range set 0"),
     ([["10.0.0.0/24"]], {}, {}, "IP=10.0.0.256", "requested address: invalid IP address '10.0.0.256'"),
     ([[{**R, "rangeStart": "10.0.0.100"}]], {}, {}, "IP=10.0.0.50", "10.0.0.50 is in no configured range"),
+    # What follows the slash must be a prefix length (it once was ignored).
+    ([["10.0.0.0/24"]], {}, {}, "IP=10.0.0.7/../../x", "invalid CIDR '10.0.0.7/../../x'"),
+    ([["10.0.0.0/24"]], {}, {"runtimeConfig": {"ips": ["10.0.0.7/33"]}}, None, "invalid CIDR '10.0.0.7/33'"),
+    ([["10.0.0.0/24"]], {}, {"args": {"cni": {"ips": ["10.0.0.7/"]}}}, None, "invalid CIDR '10.0.0.7/'"),
 ]
 
 
@@ -167,6 +172,17 @@ def test_bad_config_is_refused_and_writes_nothing(host_local_in_process, make_co
     assert result.code == 1
     assert result.out["code"] == errors.INVALID_CONFIG, result.out
     assert fragment in result.out["details"], result.out
+    assert not data_dir.exists()
+
+
+@pytest.mark.parametrize("env", [
+    {"ifname": "eth\udcff"}, {"container_id": "c\udcc3\udca9"}, {"args": "IP=10.0.0.5\udcff"},
+    {"netns": "/run/netns/\x07"}, {"CNI_PATH": "/opt/cni/bin:\udcff"},
+])
+def test_bad_environment_is_refused_and_writes_nothing(host_local_in_process, make_conf, data_dir, env):
+    """A byte that is not UTF-8 reached the lease file once (and DEL could not remove it)."""
+    result = host_local_in_process("ADD", make_conf(), **env)
+    assert result.code == 1 and result.out["code"] == errors.INVALID_ENVIRONMENT, result.out
     assert not data_dir.exists()
 
 
@@ -194,6 +210,18 @@ def test_missing_resolv_conf_fails_add_only(host_local_in_process, make_conf, da
     for command in ("CHECK", "STATUS", "DEL"):
         assert host_local_in_process(command, conf).code == 0, command
     assert leases(data_dir / "testnet") == {}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_a_resolv_conf_that_is_no_file_fails_without_hanging(host_local_in_process, make_conf, data_dir, tmp_path, kind):
+    """A FIFO once blocked the ADD in open() for as long as nobody wrote to it."""
+    path = {"fifo": tmp_path / "resolv.fifo", "device": "/dev/null", "directory": tmp_path}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    result = host_local_in_process("ADD", make_conf(ipam={"resolvConf": str(path)}))
+    assert result.code == 1 and result.out["code"] == errors.IO_FAILURE, result.out
+    assert result.out["msg"] == f"cannot read resolvConf {path}" and result.out["details"], result.out
+    assert not data_dir.exists()
 
 
 def test_schema_errors_write_nothing(host_local_in_process, make_conf, data_dir):

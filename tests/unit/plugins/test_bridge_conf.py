@@ -111,3 +111,13 @@ def test_default_gateway_conflicting_with_ipam_route_is_an_error():
     with pytest.raises(CNIError) as raised:
         calc_routes(result, bridge_conf(isDefaultGateway=True))
     assert "conflicts" in raised.value.details
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("br\x00", "control character"), ("a/b", "'/'"), ("br 0", "white space"), ("..", "'.' or '..'"),
+    ("é" * 8, "longer than 15 bytes"),  # 8 characters pass the schema; the kernel counts 16 bytes
+])
+def test_a_bridge_name_the_kernel_would_refuse_is_invalid_config(name, problem):
+    """It once reached the kernel and came back as error 999."""
+    error = config_error(bridge=name)
+    assert error.msg == "invalid bridge config" and problem in error.details and "bridge name" in error.details
