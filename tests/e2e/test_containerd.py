@@ -318,6 +318,8 @@ def shim_socket(containerd_socket: Path, pod_id: str) -> Path:
 def containerd(tmp_path_factory, node, bin_dir, cri_modules):
     base = tmp_path_factory.mktemp("containerd")
     made_run_dirs = [d for d in (SHIM_SOCKETS.parent, SHIM_SOCKETS) if not d.exists()]
+    # containerd's libcni caches results in /var/lib/cni/results (no option moves it)
+    made_run_dirs += [d for d in reversed(rs.LIBCNI_DIRS) if not d.exists()]
     daemon = Containerd(base, node, bin_dir, cri_modules)
     try:
         daemon.start()
@@ -350,6 +352,8 @@ def _teardown(daemon: Containerd, made_run_dirs: list[Path]) -> None:
         time.sleep(0.1)
     for pod_id in daemon.pod_ids:
         shim_socket(daemon.socket, pod_id).unlink(missing_ok=True)
+        for entry in rs.LIBCNI_DIRS[0].glob(f"*-{pod_id}-*"):  # a cache a failed teardown left
+            entry.unlink()
     for directory in reversed(made_run_dirs):
         try:
             directory.rmdir()
