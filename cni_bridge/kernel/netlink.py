@@ -50,7 +50,10 @@ HEADER = struct.Struct("=IHHII")  # struct nlmsghdr: length, type, flags, seq, p
 _ATTR = struct.Struct("=HH")  # struct nlattr: length, type
 _ERRNO = struct.Struct("=i")
 RECV_SIZE = 65536  # a dump batch is at most 32 KiB; a larger single reply is refused
-EINTR, ENODEV, EPROTO, EMSGSIZE = 4, 19, 71, 90
+# Requests per datagram: the kernel queues every answer while it handles the datagram, and
+# the socket's receive buffer must hold them all.
+PER_DATAGRAM = 64
+EINTR, ENODEV, EPROTO, EMSGSIZE, ENOBUFS = 4, 19, 71, 90, 105
 
 
 class NetlinkError(OSError):
@@ -256,18 +259,19 @@ class NetlinkSocket:
         return outcome
 
     def exchange(self, requests: list[tuple[bytes, str]]) -> list:
-        """Send requests (message, op) in one datagram; for each, its replies or its NetlinkError.
+        """Send requests (message, op), PER_DATAGRAM to a datagram; for each, its replies or
+        its NetlinkError.
 
         A request whose flags hold NLM_F_DUMP is a dump: its answer ends with NLMSG_DONE.
         Every other request is sent with NLM_F_ACK, so its answer ends with an ack. The
-        kernel runs one dump at a time per socket, so a batch holds at most one dump; one
+        kernel runs one dump at a time per socket, so a call holds at most one dump; one
         that a concurrent change made inconsistent (NLM_F_DUMP_INTR) is asked again.
         """
-        if not requests:
-            return []
         if sum(1 for message, _ in requests if _is_dump(message)) > 1:
-            raise ValueError("a netlink batch holds at most one dump")
-        outcomes = self._exchange_once(requests)
+            raise ValueError("a netlink exchange holds at most one dump")
+        outcomes = []
+        for start in range(0, len(requests), PER_DATAGRAM):
+            outcomes += self._exchange_once(requests[start:start + PER_DATAGRAM])
         for index, outcome in enumerate(outcomes):
             tries = 1
             while isinstance(outcome, _Interrupted):
@@ -288,14 +292,18 @@ class NetlinkSocket:
             if not _is_dump(message):
                 flags |= NLM_F_ACK
             datagram.append(_with_header(message, flags, self._seq))
-        self._sock.send(b"".join(datagram))
+        op = requests[0][1]
+        self._send(b"".join(datagram), op)
 
         outcomes: list = [None] * len(requests)
         replies: list[list[bytes]] = [[] for _ in requests]
         interrupted = [False] * len(requests)
         pending = set(range(first, first + len(requests)))
         while pending:
-            buf, _, msg_flags, _ = self._sock.recvmsg(RECV_SIZE)
+            try:
+                buf, _, msg_flags, _ = self._sock.recvmsg(RECV_SIZE)
+            except OSError as err:  # ENOBUFS: answers were lost, so the exchange failed
+                raise NetlinkError(err.errno or EPROTO, requests[min(pending) - first][1], "reading the answer") from None
             if msg_flags & MSG_TRUNC:
                 raise NetlinkError(EMSGSIZE, requests[min(pending) - first][1], "reply larger than 64 KiB")
             for rtype, rflags, rseq, errno, extack, message in _messages(buf):
@@ -317,26 +325,37 @@ class NetlinkSocket:
         """Send an nfnetlink batch (BEGIN, changes, END) as one datagram; raise the first
         error the kernel reports (it then has applied nothing of the batch).
 
+        The changes go without NLM_F_ACK: the kernel answers only what fails (and a BEGIN
+        or END it refuses), so no number of changes can overflow the receive buffer.
         nfnetlink handles the whole batch inside the send, so every answer is queued by the
         time send() returns: read until the queue is empty.
         """
         datagram = []
         for message in messages:
             self._seq += 1
-            flags = HEADER.unpack_from(message)[2] | NLM_F_REQUEST
+            flags = (HEADER.unpack_from(message)[2] | NLM_F_REQUEST) & ~NLM_F_ACK
             datagram.append(_with_header(message, flags, self._seq))
-        self._sock.send(b"".join(datagram))
+        self._send(b"".join(datagram), op)
         failure = None
         while True:
             try:
                 buf = self._sock.recv(RECV_SIZE, MSG_DONTWAIT)
             except BlockingIOError:
                 break
+            except OSError as err:  # ENOBUFS: more errors than the buffer holds
+                failure = failure or NetlinkError(err.errno or EPROTO, op, "reading the answer")
+                break
             for rtype, _, _, errno, extack, _ in _messages(buf):
                 if rtype == NLMSG_ERROR and errno and failure is None:
                     failure = NetlinkError(errno, op, extack)
         if failure is not None:
             raise failure
+
+    def _send(self, datagram: bytes, op: str) -> None:
+        try:
+            self._sock.send(datagram)
+        except OSError as err:  # EMSGSIZE, EPERM, ...: the kernel took none of it
+            raise NetlinkError(err.errno or EPROTO, op, "sending the request") from None
 
 
 def _messages(buf: bytes):

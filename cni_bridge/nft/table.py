@@ -19,8 +19,8 @@ attachment through its comment). This module applies them:
   saw, and the kernel refuses it (ERESTART) if anything changed in between. A layout that
   is missing or damaged is written anew first; a table that was lost altogether gets back
   the elements of the attachments that still exist (the feature says which).
-- DEL looks its elements up by key and checks their owner, so it never lists a set; a
-  chain no element jumps to any more can be removed (prune_chains: the kernel refuses to
+- DEL looks its elements up by key and checks their owner, so it lists a set only when
+  the plugin no longer knows an attachment's keys (a lost cache, say); a chain no element jumps to any more can be removed (prune_chains: the kernel refuses to
   delete a chain that is still referenced, which makes that safe against a concurrent ADD).
 
 Ownership and ordering: an attachment (network, container id, ifname) owns its elements
@@ -41,7 +41,7 @@ import sys
 
 from cni_bridge.cni import errors, wire
 from cni_bridge.kernel import nfnl
-from cni_bridge.kernel.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NetlinkError, NetlinkSocket
+from cni_bridge.kernel.netlink import NLM_F_CREATE, NLM_F_EXCL, NetlinkError, NetlinkSocket
 
 TABLE = "cni_bridge"
 FAMILIES = {"inet": nfnl.NFPROTO_INET, "bridge": nfnl.NFPROTO_BRIDGE}
@@ -50,7 +50,8 @@ FAMILIES = {"inet": nfnl.NFPROTO_INET, "bridge": nfnl.NFPROTO_BRIDGE}
 COMMENT_MAX = 128
 _HASH_LEN = 32  # hex digits of sha256: 128 bits
 ENOENT, EEXIST, EBUSY, ENODATA, ERESTART = 2, 17, 16, 61, 85
-_TRIES = 8  # check-and-add attempts before the layout is simply written again
+_TRIES = 8  # attempts of a change whose checks a concurrent change made stale
+_PER_BATCH = 512  # element changes per batch where the whole need not be atomic
 
 
 class Layout:
@@ -418,7 +419,7 @@ def _batch(family: str, changes: list[tuple[int, int, Element]], genid: int | No
     """One atomic nfnetlink batch of element changes (message type, flags, element)."""
     messages = [nfnl.batch_begin(genid)]
     for msg_type, flags, element in changes:
-        messages.append(nfnl.set_elements_message(msg_type, flags | NLM_F_ACK, FAMILIES[family], TABLE, element.set,
+        messages.append(nfnl.set_elements_message(msg_type, flags, FAMILIES[family], TABLE, element.set,
                                                   [element.attrs(with_data=msg_type == nfnl.NFT_MSG_NEWSETELEM)]))
     messages.append(nfnl.batch_end())
     _socket().send_batch(messages, what)
@@ -428,64 +429,67 @@ def add(layout_of, new: list[Element], restore=None, check=None) -> None:
     """Add an attachment's elements, with the layout they depend on intact.
 
     layout_of(elements) -> Layout: the layout the given elements need. restore() -> the
-    elements of every attachment that still exists: whenever the layout has to be written
-    again, they are put back too, in case the table or a set was lost with them. check() ->
-    raises CNIError when the elements must not go in (a port another attachment holds, say);
-    it runs after the generation is read, so what it saw cannot change before the batch.
+    elements of every attachment that still exists, put back when the layout was missing
+    or a set of it was (the table lost, say). check() -> raises CNIError when the elements
+    must not go in (a port another attachment holds, say); it runs after the generation is
+    read, so what it saw cannot change before the batch.
+
+    Every batch names the generation its checks saw, so nothing that changed in between
+    (a DEL, a flush) is overwritten; a batch the kernel refuses for that (ERESTART) is
+    simply tried again.
     """
     if not new:
         return
     layout = layout_of(new)
     family = FAMILIES[layout.family]
-    creates = [(nfnl.NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL, e) for e in new]
     for _ in range(_TRIES):
         genid, rules = _generation_and_rules(family)
         if check is not None:
             check()
         if _compare(layout, rules):
-            break
+            _repair(layout_of, new, restore if rules is None else None)
+            continue  # look again: the batch must name a generation that has the layout
+        # An element under one of our keys is stale (an address or port left by an
+        # attachment whose DEL never ran): ours replaces it, in the same batch.
+        changes = [(nfnl.NFT_MSG_DELSETELEM, 0, old) for old in lookup(layout.family, new) if old is not None]
+        changes += [(nfnl.NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL, e) for e in new]
         try:
-            _batch(layout.family, creates, genid, "nftables: add elements")
+            _batch(layout.family, changes, genid, "nftables: add elements")
             return
         except NetlinkError as err:
-            if err.errno == ERESTART:
-                continue  # the ruleset changed since we looked: look again
-            if err.errno in (ENOENT, EEXIST):
-                break  # a set or chain is missing, or an element is there already
-            raise _failed(err) from None
-    _write_with_elements(layout_of, new, restore, check)
+            if err.errno == ENOENT:  # a set went missing, the rules' tags notwithstanding
+                _repair(layout_of, new, restore)
+            elif err.errno not in (ERESTART, EEXIST):  # changed since we looked: look again
+                raise _failed(err) from None
+    raise errors.CNIError(errors.INTERNAL, "nftables: cannot add elements", "the ruleset kept changing")
 
 
-def _write_with_elements(layout_of, new: list[Element], restore, check) -> None:
-    """Write the layout (for our elements and any restored ones), then our elements,
-    replacing what the kernel holds under their keys (a stale owner, say).
+def _repair(layout_of, new: list[Element], restore) -> None:
+    """Write the layout; with restore, write it for every attachment that still exists too
+    and put their elements back. That add is a plain one (an attachment's own ADD may have
+    put its element back meanwhile) and names a generation read before restore() looked,
+    so nothing a DEL removed since comes back."""
+    keys = {(e.set, e.key) for e in new}
 
-    The replacement names the generation read before the lookup: another ADD that is
-    healing the same layout restores every leased attachment, ours included, and one it
-    put in after our lookup would otherwise make our exclusive create fail (EEXIST)."""
-    restored = [e for e in (restore() if restore else []) if e.key not in {n.key for n in new}]
+    def others() -> list[Element]:
+        return [e for e in (restore() if restore else []) if (e.set, e.key) not in keys]
+
+    restored = others()
     layout = layout_of(new + restored)
     write_layout(layout)
-    creates = [(nfnl.NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL, e) for e in new]
     for _ in range(_TRIES):
+        if not restored:
+            return
         genid = _generation()
-        if check is not None:
-            check()
-        changes = [(nfnl.NFT_MSG_DELSETELEM, 0, old) for old in lookup(layout.family, new) if old is not None]
+        restored = others()
         try:
-            _batch(layout.family, changes + creates, genid, "nftables: add elements")
-            break
-        except NetlinkError as err:
-            if err.errno not in (ERESTART, EEXIST, ENOENT):  # changed since we looked: look again
-                raise _failed(err) from None
-    else:
-        raise errors.CNIError(errors.INTERNAL, "nftables: cannot add elements", "they kept changing")
-    if restored:  # not exclusive: an attachment may have been added back meanwhile
-        try:
-            _batch(layout.family, [(nfnl.NFT_MSG_NEWSETELEM, NLM_F_CREATE, e) for e in restored], None,
+            _batch(layout.family, [(nfnl.NFT_MSG_NEWSETELEM, NLM_F_CREATE, e) for e in restored], genid,
                    "nftables: restore elements")
+            return
         except NetlinkError as err:
-            raise _failed(err) from None
+            if err.errno != ERESTART:
+                raise _failed(err) from None
+    raise errors.CNIError(errors.INTERNAL, "nftables: cannot restore elements", "the ruleset kept changing")
 
 
 def remove(family: str, owner: str, candidates: list[Element]) -> list[Element]:
@@ -495,8 +499,15 @@ def remove(family: str, owner: str, candidates: list[Element]) -> list[Element]:
 
 
 def delete(family: str, doomed: list[Element]) -> list[Element]:
-    """Delete these elements (as the kernel holds them) in one batch; an element deleted
-    meanwhile by a concurrent DEL or GC is no error."""
+    """Delete these elements (as the kernel holds them), _PER_BATCH to a batch; an element
+    deleted meanwhile by a concurrent DEL or GC is no error."""
+    deleted = []
+    for start in range(0, len(doomed), _PER_BATCH):
+        deleted += _delete_batch(family, doomed[start:start + _PER_BATCH])
+    return deleted
+
+
+def _delete_batch(family: str, doomed: list[Element]) -> list[Element]:
     for _ in range(_TRIES):
         if not doomed:
             return []
@@ -513,24 +524,28 @@ def delete(family: str, doomed: list[Element]) -> list[Element]:
 
 def prune_chains(family: str, chains: dict[str, int]) -> list[str]:
     """Delete those of `chains` (name -> how many rules of its own it holds) that nothing
-    refers to any more; return their names. A chain taken up again meanwhile stays: the
-    batch names the generation the check saw."""
+    refers to any more; return their names. Each goes in a batch of its own that names the
+    generation its check saw, so a chain taken up again meanwhile, or one that was flushed
+    while something still jumps to it (the kernel refuses: EBUSY), stays and keeps no
+    other from going."""
     pruned = []
-    for _ in range(_TRIES if chains else 0):
-        genid = _generation()
-        uses = chain_uses(family, list(chains))
-        unused = [chain for chain, use in uses.items() if use <= chains[chain]]
-        if not unused:
-            return pruned
-        messages = [nfnl.batch_begin(genid)]
-        messages += [nfnl.delete_chain_request(FAMILIES[family], TABLE, chain) for chain in unused]
-        messages.append(nfnl.batch_end())
-        try:
-            _socket().send_batch(messages, "nftables: delete unused chains")
-            return pruned + unused
-        except NetlinkError as err:
-            if err.errno not in (ERESTART, EBUSY, ENOENT):
-                raise _failed(err) from None
+    for chain, own_rules in chains.items():
+        for _ in range(_TRIES):
+            genid = _generation()
+            uses = chain_uses(family, [chain])
+            if chain not in uses or uses[chain] > own_rules:
+                break
+            messages = [nfnl.batch_begin(genid), nfnl.delete_chain_request(FAMILIES[family], TABLE, chain),
+                        nfnl.batch_end()]
+            try:
+                _socket().send_batch(messages, f"nftables: delete unused chain {chain}")
+                pruned.append(chain)
+                break
+            except NetlinkError as err:
+                if err.errno in (EBUSY, ENOENT):
+                    break
+                if err.errno != ERESTART:
+                    raise _failed(err) from None
     return pruned
 
 

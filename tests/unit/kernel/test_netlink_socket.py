@@ -175,3 +175,35 @@ def test_malformed_replies_are_an_error_not_a_hang():
 def test_no_requests_send_nothing():
     stand_in = StandIn(lambda d: [])
     assert NetlinkSocket(stand_in).exchange([]) == [] and stand_in.sent == []
+
+
+def test_many_requests_go_in_datagrams_of_a_bounded_size():
+    """Every answer to a datagram is queued at once: more requests than the receive buffer
+    has room for go in several datagrams."""
+    stand_in = StandIn(lambda d: [b"".join(error(seq, 0) for _, _, seq in split(d))])
+    outcomes = NetlinkSocket(stand_in).exchange([(msg(18), f"get {i}") for i in range(netlink.PER_DATAGRAM * 2 + 5)])
+    assert outcomes == [[]] * (netlink.PER_DATAGRAM * 2 + 5)
+    assert [len(split(d)) for d in stand_in.sent] == [netlink.PER_DATAGRAM, netlink.PER_DATAGRAM, 5]
+
+
+def test_batch_changes_ask_for_no_ack():
+    stand_in = StandIn(lambda d: [])
+    NetlinkSocket(stand_in).send_batch([msg(0x10), msg(0xa0c, netlink.NLM_F_ACK), msg(0x11)], "add")
+    assert all(not f & netlink.NLM_F_ACK for _, f, _ in split(stand_in.sent[0]))
+
+
+def test_socket_errors_are_netlink_errors():
+    class Overflowing(StandIn):
+        def recvmsg(self, size):
+            raise OSError(errno.ENOBUFS, "No buffer space available")
+
+    class Refusing(StandIn):
+        def send(self, data):
+            raise OSError(errno.EPERM, "Operation not permitted")
+
+    with pytest.raises(NetlinkError) as caught:
+        NetlinkSocket(Overflowing(lambda d: [])).request(msg(18), "get link")
+    assert (caught.value.errno, caught.value.op) == (errno.ENOBUFS, "get link")
+    with pytest.raises(NetlinkError) as caught:
+        NetlinkSocket(Refusing(lambda d: [])).send_batch([msg(0x10), msg(0x11)], "add elements")
+    assert (caught.value.errno, caught.value.op) == (errno.EPERM, "add elements")
