@@ -574,5 +574,8 @@ def main(argv=None, environ=None, out=None, err=None) -> int:
     except RuntimeFailure as error:
         report(error, opts.command, err)
         return error.exit_code
+    except OSError as error:  # what no step foresaw (a file we may not read, say): said, not a traceback
+        report(RuntimeFailure(str(error)), opts.command, err)
+        return EXIT_PLUGIN
     except KeyboardInterrupt:
         return 130

@@ -575,6 +575,8 @@ class Runtime:
             entries = sorted(os.listdir(directory))
         except (FileNotFoundError, NotADirectoryError):
             return []
+        except OSError as err:  # not root, say
+            raise RuntimeFailure(f"cannot read the CNI cache {directory}: {err.strerror}") from None
         found = []
         for name in entries:
             entry = read_cache_entry(os.path.join(directory, name), legacy=False)

@@ -134,6 +134,14 @@ def masquerade_elements(key: str, mapping: Mapping, sources: list[tuple[str, int
     return found
 
 
+def host_ip_of(element: Element) -> str | None:
+    """The host address a DNAT or condition element is bound to; None for a wildcard's."""
+    for family in (4, 6):
+        if element.set in (HOSTIP[family], JUMP_HOSTIP[family]):
+            return format_ip(family, int.from_bytes(element.key[:4 if family == 4 else 16], "big"))
+    return None
+
+
 def host_port_of(element: Element) -> tuple[int, str, int] | None:
     """(family, protocol, host port) of a DNAT or condition element; None for others."""
     for family in (4, 6):

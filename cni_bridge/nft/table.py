@@ -356,6 +356,19 @@ def elements(family: str, set_name: str) -> list[Element]:
     return _parse_elements(set_name, replies)
 
 
+def owned_by(family: str, set_names: list[str], owner: str) -> list[Element]:
+    """Every element of these sets that `owner` owns (for a DEL that cannot name the keys)."""
+    return [e for name in set_names for e in elements(family, name) if e.comment == owner]
+
+
+def delete_stale(family: str, set_names: list[str], network: str, valid: set[tuple[str, str]]) -> list[Element]:
+    """GC: delete the elements of these sets that belong to `network` but to no attachment
+    in `valid` (container id, ifname); return them."""
+    found = [e for name in set_names for e in elements(family, name)]
+    stale = stale_keys(network, {e.comment for e in found}, valid)
+    return delete(family, [e for e in found if e.comment in stale])
+
+
 def _parse_elements(set_name: str, replies: list[bytes]) -> list[Element]:
     found = []
     for message in replies:
@@ -493,9 +506,14 @@ def _repair(layout_of, new: list[Element], restore) -> None:
 
 
 def remove(family: str, owner: str, candidates: list[Element]) -> list[Element]:
-    """Delete those of `candidates` (found by key) that the kernel holds for `owner`."""
-    doomed = [stored for stored in lookup(family, candidates) if stored is not None and stored.comment == owner]
-    return delete(family, doomed)
+    """Delete those of `candidates` (found by key) that the kernel holds for `owner`. In an
+    interval set a key finds the element whose range holds it, so two candidates may find
+    the same element."""
+    doomed = {}
+    for stored in lookup(family, candidates):
+        if stored is not None and stored.comment == owner:
+            doomed.setdefault((stored.set, stored.key), stored)
+    return delete(family, list(doomed.values()))
 
 
 def delete(family: str, doomed: list[Element]) -> list[Element]:

@@ -50,7 +50,8 @@ class BridgeConf:
         self.dns: dict = conf.get("dns") or {}
         self.ipam_type: str = (conf.get("ipam") or {}).get("type", "")
         self.vlan_trunk = _vlan_trunk(conf.get("vlanTrunk") or [])
-        self.mac = _container_mac(conf, cmd_args.args)
+        # Only ADD sets a MAC: DEL and CHECK must work for a container whatever CNI_ARGS now says.
+        self.mac = _container_mac(conf, cmd_args.args) if cmd_args.command == "ADD" else None
         self.container_id, self.ifname = cmd_args.container_id, cmd_args.ifname
 
         if self.hairpin and self.promisc:
@@ -197,12 +198,14 @@ def cmd_add(cmd_args: CmdArgs) -> dict:
         routes = calc_routes(ipam_result, conf)
         if conf.ip_masq and ips:
             addresses = [ip["address"] for ip in ips]
-            firewall().add_masquerade(conf.key, addresses, lambda: leased_addresses(cmd_args, conf))
+            # registered first: a batch the kernel applied may still be answered with an error
+            # (or interrupted), and the removal touches only elements this attachment owns
             undo.append(lambda: firewall().remove_masquerade(conf.key, addresses))
+            firewall().add_masquerade(conf.key, addresses, lambda: leased_addresses(cmd_args, conf))
         setup_container_interface(container, host_veth.peer_index, cmd_args.ifname, ips, routes, conf)
         if conf.mac_spoof_check:
-            firewall().add_spoof_check(conf.key, host_veth.name, container_mac)
             undo.append(lambda: firewall().remove_spoof_check(conf.key, host_veth.name, container_mac))
+            firewall().add_spoof_check(conf.key, host_veth.name, container_mac)
         # The gateway goes on the bridge last; the bridge is read again with it when we did
         # not create it, since the MAC of a bridge nobody pinned follows its ports.
         bridge = setup_gateway(host, bridge, ips, conf, refetch=not created)
@@ -590,7 +593,7 @@ def _check_failed(what: str) -> CNIError:
 
 def cmd_gc(cmd_args: CmdArgs) -> None:
     """Release leases, masquerade and MAC spoof check elements of attachments the runtime
-    no longer lists, and the subnet chains nothing jumps to any more."""
+    no longer lists (and what is left of the legacy masquerade layout once it is empty)."""
     conf = BridgeConf(cmd_args)
     valid = valid_attachments(cmd_args.conf)
     if valid is None:

@@ -82,6 +82,16 @@ class PortmapConf:
             sources = [(ip, int(prefix))] + ([("127.0.0.0", 8)] if mapping.family == 4 else [])
         return found + portmap.masquerade_elements(self.key, mapping, sources)
 
+    def every_element(self, mapping: Mapping, address: str) -> list[Element]:
+        """The elements any portmap config could have made for the mapping (DEL's candidates:
+        the config may have changed since ADD); only their keys matter."""
+        ip, _, prefix = address.partition("/")
+        sources = [(ip, int(prefix)), ("0.0.0.0" if mapping.family == 4 else "::", 0)]
+        if mapping.family == 4:
+            sources.append(("127.0.0.0", 8))
+        return [portmap.dnat_element(self.key, mapping), portmap.condition_element(self.key, mapping, ""),
+                *portmap.masquerade_elements(self.key, mapping, sources)]
+
     def attachment_elements(self, mappings: list[Mapping], addresses: dict[int, str]) -> list[Element]:
         """Every element of the attachment, each once; two mappings that want different
         things under one key are invalid config."""
@@ -165,11 +175,6 @@ def container_addresses(prev: dict, ifname: str) -> dict[int, str]:
 # ---- the kernel ------------------------------------------------------------------------
 
 
-def owned_elements(key: str) -> list[Element]:
-    """Every element of portmap's sets that `key` owns (a listing of each)."""
-    return [e for name in portmap.SETS for e in table.elements("inet", name) if e.comment == key]
-
-
 def _conflict_check(key: str, mappings: list[Mapping]):
     """check() for table.add: refuse a host port another attachment holds, exactly or
     through an overlap of a wildcard and an address of the same family."""
@@ -240,15 +245,33 @@ def route_localnet_problem(container_ip: str) -> str | None:
 
 
 def forget_udp_connections(elements: list[Element], when: str) -> None:
-    """Delete the conntrack entries to the UDP host ports of these DNAT elements. A failure
-    is logged: the mappings work, only a client that keeps its source port may lag."""
-    for family, protocol, port in sorted({portmap.host_port_of(e) for e in elements if e.set in portmap.DNAT_MAPS}):
-        if protocol != "udp":
-            continue
+    """Delete the conntrack entries to the UDP host ports of these DNAT elements, on the
+    host address of each (every local address of its family for a wildcard). A failure is
+    logged: the mappings work, only a client that keeps its source port may lag."""
+    destinations: dict[tuple[int, int], set[str | None]] = {}
+    for element in elements:
+        host_port = portmap.host_port_of(element) if element.set in portmap.DNAT_MAPS else None
+        if host_port and host_port[1] == "udp":
+            destinations.setdefault((host_port[0], host_port[2]), set()).add(portmap.host_ip_of(element))
+    local: dict[int, set[str]] | None = None
+    for (family, port), host_ips in sorted(destinations.items(), key=lambda item: item[0]):
         try:
-            conntrack.delete_entries_to_port(family, portmap.PROTOCOLS["udp"], port)
+            if None in host_ips:
+                local = local if local is not None else _local_addresses()
+                host_ips = (host_ips - {None}) | local[family]
+            conntrack.delete_entries_to_port(family, portmap.PROTOCOLS["udp"], port, host_ips)
         except OSError as err:
             log(f"{when}: cannot delete the UDP conntrack entries to port {port} (IPv{family}): {err}")
+
+
+def _local_addresses() -> dict[int, set[str]]:
+    """The node's own addresses by family: where a wildcard mapping's traffic is sent."""
+    found: dict[int, set[str]] = {4: set(), 6: set()}
+    with RouteSocket.host() as host:
+        for _, cidr in host.list_addresses():
+            address = cidr.partition("/")[0]
+            found[6 if ":" in address else 4].add(address)
+    return found
 
 
 def prune_condition_chains(removed: list[Element]) -> None:
@@ -276,12 +299,17 @@ def cmd_add(cmd_args: CmdArgs) -> dict:
     if not wanted:
         return prev
 
-    table.add(conf.layout_of, wanted, check=_conflict_check(conf.key, mappings))
     try:
+        table.add(conf.layout_of, wanted, check=_conflict_check(conf.key, mappings))
         if conf.snat and any(m.family == 4 for m in mappings):
             enable_route_localnet(addresses[4].partition("/")[0])
-    except CNIError:
-        prune_condition_chains(table.remove("inet", conf.key, wanted))
+    except BaseException:
+        # Also after a failed add: a batch the kernel applied may still be answered with an
+        # error (or interrupted). The removal touches only this attachment's elements.
+        try:
+            prune_condition_chains(table.remove("inet", conf.key, wanted))
+        except Exception as undo_err:  # report the original failure, not the cleanup's
+            log(f"cleanup after failed ADD: {undo_err}")
         raise
     # After the rules: the next packet of a forgotten connection meets them.
     forget_udp_connections(wanted, "ADD")
@@ -290,23 +318,36 @@ def cmd_add(cmd_args: CmdArgs) -> dict:
 
 def cmd_del(cmd_args: CmdArgs) -> None:
     """Remove the attachment's elements: by key when portMappings and prevResult say what
-    they are, else every element it owns. Nothing there is success."""
-    conf = PortmapConf(cmd_args)
-    prev = cmd_args.prev_result_if_usable()
-    addresses = container_addresses(prev, cmd_args.ifname) if prev else {}
-    mappings = conf.mappings(addresses)
-    if mappings:
-        candidates: dict[tuple[str, bytes], Element] = {}
-        for mapping in mappings:
-            # The jump of conditions too, whatever this config says: found by key alone.
-            jump = portmap.condition_element(conf.key, mapping, "")
-            for element in [*conf.elements(mapping, addresses[mapping.family]), jump]:
-                candidates.setdefault((element.set, element.key), element)
-        removed = table.remove("inet", conf.key, list(candidates.values()))
+    they are, else every element it owns. Nothing there is success, and so is a config ADD
+    would refuse: it still names the attachment."""
+    key = table.attachment_key(cmd_args.network_name, cmd_args.container_id, cmd_args.ifname)
+    candidates = _del_candidates(cmd_args)
+    if candidates is not None:
+        removed = table.remove("inet", key, candidates)
     else:
-        removed = table.delete("inet", owned_elements(conf.key))
+        removed = table.delete("inet", table.owned_by("inet", portmap.SETS, key))
     prune_condition_chains(removed)
     forget_udp_connections(removed, "DEL")
+
+
+def _del_candidates(cmd_args: CmdArgs) -> list[Element] | None:
+    """Every element the attachment's ADD could have made, found by key (whatever snat,
+    masqAll or the conditions said then); None when the config or prevResult cannot say."""
+    try:
+        conf = PortmapConf(cmd_args)
+        prev = cmd_args.prev_result_if_usable()
+        addresses = container_addresses(prev, cmd_args.ifname) if prev else {}
+    except CNIError as err:
+        log(f"DEL: {err}; removing every element the attachment owns")
+        return None
+    mappings = conf.mappings(addresses)
+    if not mappings:
+        return None
+    candidates: dict[tuple[str, bytes], Element] = {}
+    for mapping in mappings:
+        for element in conf.every_element(mapping, addresses[mapping.family]):
+            candidates.setdefault((element.set, element.key), element)
+    return list(candidates.values())
 
 
 def cmd_check(cmd_args: CmdArgs) -> None:
@@ -340,11 +381,9 @@ def cmd_gc(cmd_args: CmdArgs) -> None:
     valid = valid_attachments(cmd_args.conf)
     if valid is None:
         raise CNIError(INVALID_CONFIG, "GC needs cni.dev/valid-attachments in the config")
-    found = [e for name in portmap.SETS for e in table.elements("inet", name)]
-    stale = table.stale_keys(conf.network, {e.comment for e in found}, valid)
-    removed = table.delete("inet", [e for e in found if e.comment in stale])
+    removed = table.delete_stale("inet", portmap.SETS, conf.network, valid)
     if removed:
-        log(f"GC removed {len(removed)} portmap elements of {sorted(stale)}")
+        log(f"GC removed {len(removed)} portmap elements of {sorted({e.comment for e in removed})}")
     table.prune_chains("inet", {chain: portmap.COND_CHAIN_RULES for chain in table.chain_uses("inet")
                                 if portmap.is_condition_chain(chain)})
     forget_udp_connections(removed, "GC")

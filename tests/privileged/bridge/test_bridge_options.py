@@ -344,3 +344,14 @@ def test_multicast_mac_is_error_7(rig):
     error = rig.fails("ADD", conf, c)
     assert error["code"] == 7
     rig.assert_no_attachment(c)
+
+
+def test_del_and_check_ignore_a_mac_only_add_reads(rig):
+    """CNI_ARGS that ADD would refuse (a bad MAC) keep neither CHECK nor DEL from the
+    attachment ADD made."""
+    c = rig.container()
+    conf = rig.conf(ipMasq=True)
+    result = rig.add(conf, c, args=f"MAC={ENV}")
+    rig.ok("CHECK", {**conf, "prevResult": result}, c, args="MAC=not-a-mac")
+    rig.ok("DEL", conf, c, args="MAC=01:00:5e:00:00:01")
+    rig.assert_no_attachment(c)

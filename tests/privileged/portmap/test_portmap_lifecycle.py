@@ -226,6 +226,39 @@ def test_del_with_a_malformed_prev_result_removes_by_owner(rig):
     assert rig.owners() == set()
 
 
+@pytest.mark.parametrize("add_options, del_options", [
+    ({}, {"masqAll": True}),
+    ({"masqAll": True}, {}),
+    ({}, {"snat": False}),
+    ({"conditionsV4": ["ip", "saddr", "10.0.0.0/8"]}, {}),
+])
+def test_del_under_a_changed_config_still_removes_everything(rig, add_options, del_options):
+    """The config a runtime sends on DEL may differ from ADD's (an edited conflist): DEL
+    still finds every element ADD made, and the condition chain goes with its jump."""
+    rig.stand_in_bridge()
+    mappings = [tcp(18338, 80), udp(18339, 53, host_ip=NODE4)]
+    assert rig.portmap("ADD", direct_conf(mappings, prev_result(), **add_options)).code == 0
+    assert rig.elements("portmap-masq4") or add_options.get("snat") is False
+    res = rig.portmap("DEL", direct_conf(mappings, prev_result(), **del_options))
+    assert res.code == 0, res
+    assert "removing every element" not in res.err  # by key, not by listing
+    assert rig.owners() == set()
+    assert not [chain for chain in rig.chains() if chain.startswith("portmap-cond-")]
+
+
+@pytest.mark.parametrize("bad_mappings, options", [
+    ([{"hostPort": 18340, "containerPort": 80, "protocol": "icmp"}], {}),
+    ([tcp(18340, 80, host_ip="node")], {}),
+    ([tcp(18340, 80)], {"conditionsV4": ["-s", "10.0.0.0/8"]}),
+])
+def test_del_with_a_config_add_would_refuse_removes_by_owner(rig, bad_mappings, options):
+    rig.stand_in_bridge()
+    assert rig.portmap("ADD", direct_conf([tcp(18340, 80)], prev_result())).code == 0
+    res = rig.portmap("DEL", direct_conf(bad_mappings, prev_result(), **options))
+    assert res.code == 0 and "removing every element the attachment owns" in res.err, res
+    assert rig.owners() == set()
+
+
 def test_del_by_key_leaves_a_new_owner_alone(rig):
     rig.stand_in_bridge()
     conf = direct_conf([tcp(18334, 80)], prev_result())
@@ -258,8 +291,12 @@ def test_del_forgets_the_udp_conntrack_entries_of_its_host_port(rig):
     assert rig.ask(rig.outside, NODE4, 18337, "udp", sport=18398) == f"dns {OUTSIDE4}"
     assert rig.ask(rig.outside, NODE4, 18346, "udp", sport=18398) == f"other {OUTSIDE4}"
     assert len(rig.conntrack("-p", "udp", "--orig-port-dst", "18337")) == 1
+    # A connection the node only forwards, to the same port elsewhere, is none of portmap's.
+    rig.in_node("conntrack", "-I", "-p", "udp", "-s", "10.182.1.77", "-d", "192.0.2.9", "--sport", "4000",
+                "--dport", "18337", "--timeout", "120")
     rig.detach(net, ns, [udp(18337, 53)])
-    assert rig.conntrack("-p", "udp", "--orig-port-dst", "18337") == []
+    assert [line.split("dst=")[1].split()[0] for line in rig.conntrack("-p", "udp", "--orig-port-dst", "18337")] \
+        == ["192.0.2.9"]
     assert len(rig.conntrack("-p", "udp", "--orig-port-dst", "18346")) == 1  # another port's entry stays
 
 
@@ -303,6 +340,26 @@ def test_gc_removes_the_mappings_of_attachments_no_longer_valid(rig):
     assert rig.owners() == {f"{NETWORK}/a/eth0", "pmnet2/c/eth0"}
     assert [e[0] for e in rig.elements("portmap-any4")] == [["tcp", 18340], ["tcp", 18342]]
     failed(rig.portmap("GC", direct_conf(cni_version="1.1.0")), errors.INVALID_CONFIG)  # no valid list
+
+
+def test_hundreds_of_mappings_go_in_and_out_in_bounded_messages(rig):
+    """Large attachments: ADDs of 100 mappings each (100 DNAT and 200 masquerade elements,
+    150 conflict probes), a DEL of one by key (500 lookups) and a GC of 900 elements: more
+    requests than one datagram carries, more changes than one delete batch holds."""
+    rig.stand_in_bridge()
+    mappings = {cid: [tcp(20000 + 100 * index + n, 80 + n, host_ip=NODE4 if n % 2 else None) for n in range(100)]
+                for index, cid in enumerate(("big0", "big1", "big2", "big3"))}
+    prevs = {cid: prev_result(ip4=f"10.182.1.{60 + index}/24") for index, cid in enumerate(mappings)}
+    for cid, ports in mappings.items():
+        res = rig.portmap("ADD", direct_conf(ports, prevs[cid]), container_id=cid)
+        assert res.code == 0, res
+    counts = {name: len(found) for name, found in rig.portmap_elements().items() if found}
+    assert counts == {"portmap-any4": 200, "portmap-hostip4": 200, "portmap-masq4": 800}
+    assert rig.portmap("DEL", direct_conf(mappings["big0"], prevs["big0"]), container_id="big0").code == 0
+    assert rig.owners() == {f"{NETWORK}/big{n}/eth0" for n in (1, 2, 3)}
+    res = rig.portmap("GC", {**direct_conf(cni_version="1.1.0"), "cni.dev/valid-attachments": []})
+    assert res.code == 0, res
+    assert rig.owners() == set()
 
 
 def test_status(rig):

@@ -106,6 +106,22 @@ def test_ls_del_and_exit_codes(setup, tmp_path):
     assert code == 0 and "no attachments" in err
 
 
+def test_a_cache_it_may_not_read_is_an_error_not_a_traceback(setup, monkeypatch):
+    """As a user other than root: the cache directory (0700 root's) cannot be listed."""
+    (setup[2] / "results").mkdir(parents=True)
+    real_listdir = os.listdir
+
+    def listdir(path):
+        if str(path).startswith(str(setup[2])):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    code, out, err = run([*dirs(setup), "ls"])
+    assert code == 1 and out == "" and "Traceback" not in err
+    assert f"cannot read the CNI cache {setup[2] / 'results'}: Permission denied" in err
+
+
 def test_del_by_netns_uses_the_cached_id_and_ifname(setup):
     fakes, _, cache = setup
     run([*dirs(setup), "add", "clinet", SELF_NETNS, "--id", "podman123", "--ifname", "eth3"])
