@@ -220,7 +220,7 @@ class MessageType:
 
 
 class NetlinkSocket:
-    """One netlink socket. Requests go out in batches of one datagram; every reply is
+    """One netlink socket. Requests go out PER_DATAGRAM to a datagram; every reply is
     matched to its request by sequence number.
 
     It is closed only by the process's exit: closing an nfnetlink socket after a change
@@ -326,10 +326,12 @@ class NetlinkSocket:
         error the kernel reports (it then has applied nothing of the batch).
 
         The changes go without NLM_F_ACK: the kernel answers only what fails (and a BEGIN
-        or END it refuses), so no number of changes can overflow the receive buffer.
-        nfnetlink handles the whole batch inside the send, so every answer is queued by the
-        time send() returns: read until the queue is empty.
+        or END it refuses). nfnetlink handles the whole batch inside the send, so every
+        answer is queued by the time send() returns: read until the queue is empty. More
+        failures than the receive buffer holds are lost (ENOBUFS, itself a failure); an
+        answer left from an earlier exchange is told apart by its sequence number.
         """
+        first = self._seq + 1
         datagram = []
         for message in messages:
             self._seq += 1
@@ -342,11 +344,11 @@ class NetlinkSocket:
                 buf = self._sock.recv(RECV_SIZE, MSG_DONTWAIT)
             except BlockingIOError:
                 break
-            except OSError as err:  # ENOBUFS: more errors than the buffer holds
+            except OSError as err:  # ENOBUFS: answers were lost; read on what was kept
                 failure = failure or NetlinkError(err.errno or EPROTO, op, "reading the answer")
-                break
-            for rtype, _, _, errno, extack, _ in _messages(buf):
-                if rtype == NLMSG_ERROR and errno and failure is None:
+                continue
+            for rtype, _, rseq, errno, extack, _ in _messages(buf):
+                if rtype == NLMSG_ERROR and errno and failure is None and first <= rseq <= self._seq:
                     failure = NetlinkError(errno, op, extack)
         if failure is not None:
             raise failure

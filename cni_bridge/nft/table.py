@@ -20,8 +20,11 @@ attachment through its comment). This module applies them:
   is missing or damaged is written anew first; a table that was lost altogether gets back
   the elements of the attachments that still exist (the feature says which).
 - DEL looks its elements up by key and checks their owner, so it lists a set only when
-  the plugin no longer knows an attachment's keys (a lost cache, say); a chain no element jumps to any more can be removed (prune_chains: the kernel refuses to
-  delete a chain that is still referenced, which makes that safe against a concurrent ADD).
+  the plugin cannot name an attachment's keys (no prevResult, say). Its batch names the
+  generation the lookup saw, as GC's does, so an element that changed hands meanwhile
+  stays. A chain no element jumps to any more can be removed (prune_chains: the kernel
+  refuses to delete a chain that is still referenced, which makes that safe against a
+  concurrent ADD).
 
 Ownership and ordering: an attachment (network, container id, ifname) owns its elements
 through their comment, `attachment_key`. A DEL removes its elements before the attachment's
@@ -49,9 +52,11 @@ FAMILIES = {"inet": nfnl.NFPROTO_INET, "bridge": nfnl.NFPROTO_BRIDGE}
 # with one could not be restored with `nft -f`; libnftables' JSON input does not check.
 COMMENT_MAX = 128
 _HASH_LEN = 32  # hex digits of sha256: 128 bits
-ENOENT, EEXIST, EBUSY, ENODATA, ERESTART = 2, 17, 16, 61, 85
+ENOENT, EEXIST, EBUSY, ENODATA, ERESTART, ENOBUFS = 2, 17, 16, 61, 85, 105
 _TRIES = 8  # attempts of a change whose checks a concurrent change made stale
-_PER_BATCH = 512  # element changes per batch where the whole need not be atomic
+# Element changes per batch where the whole need not be atomic: few enough that the
+# kernel's answers (one per failed change) fit the socket's receive buffer.
+_PER_BATCH = 128
 
 
 class Layout:
@@ -277,9 +282,10 @@ def write_layout(layout: Layout) -> None:
 # ---- reads ---------------------------------------------------------------------------------------
 
 
-def _generation_and_rules(family: int) -> tuple[int, dict[str, list[str]] | None]:
+def _generation_and_rules(family: int) -> tuple[int, dict[str, list[str]]]:
     """The ruleset generation and our table's rules (chain -> comment tags in order), read
-    in one round trip; None for the rules when the table does not exist."""
+    in one round trip; {} when the table holds none (or does not exist: a dump of a
+    missing table's rules is empty)."""
     gen, rules = _socket().exchange([
         (nfnl.get_gen_request(), "nftables: get generation"),
         (nfnl.list_rules_request(family, TABLE), "nftables: list our rules"),
@@ -289,7 +295,7 @@ def _generation_and_rules(family: int) -> tuple[int, dict[str, list[str]] | None
     genid = nfnl.GEN_MSG.decode(gen[0])[1]["NFTA_GEN_ID"]
     if isinstance(rules, NetlinkError):
         if rules.errno == ENOENT:
-            return genid, None
+            return genid, {}
         raise _failed(rules)
     chains: dict[str, list[str]] = {}
     for message in rules:
@@ -310,9 +316,9 @@ def layout_problems(layout: Layout) -> list[str]:
     return _compare(layout, rules)
 
 
-def _compare(layout: Layout, rules: dict[str, list[str]] | None) -> list[str]:
-    if rules is None:
-        return [f"table {layout.family} {TABLE} is missing"]
+def _compare(layout: Layout, rules: dict[str, list[str]]) -> list[str]:
+    # A missing table and one whose chains were flushed read alike (no rules), so each
+    # chain speaks for itself.
     problems = []
     for chain in layout.chains:
         tags = layout.tags(chain)
@@ -326,14 +332,29 @@ def _compare(layout: Layout, rules: dict[str, list[str]] | None) -> list[str]:
 
 
 def lookup(family: str, elements: list[Element]) -> list[Element | None]:
-    """The kernel's copy of each element (found by key, with its data and comment), or None."""
-    if not elements:
-        return []
-    requests = [(nfnl.set_elements_message(nfnl.NFT_MSG_GETSETELEM, 0, FAMILIES[family], TABLE, e.set,
-                                           [e.attrs(with_data=False)]), f"nftables: get element of {e.set}")
-                for e in elements]
+    """The kernel's copy of each element (found by key, with its data and comment), or None.
+    In an interval set a key finds the element whose range holds it."""
+    return _generation_and_lookup(family, elements, with_generation=False)[1]
+
+
+def _generation_and_lookup(family: str, elements: list[Element], with_generation: bool = True):
+    """(the ruleset generation, read before the lookups, or None; lookup(elements)), in one
+    round trip."""
+    requests = [(nfnl.get_gen_request(), "nftables: get generation")] if with_generation else []
+    requests += [(nfnl.set_elements_message(nfnl.NFT_MSG_GETSETELEM, 0, FAMILIES[family], TABLE, e.set,
+                                            [e.attrs(with_data=False)]), f"nftables: get element of {e.set}")
+                 for e in elements]
+    if not requests:
+        return None, []
+    outcomes = _socket().exchange(requests)
+    genid = None
+    if with_generation:
+        gen, outcomes = outcomes[0], outcomes[1:]
+        if isinstance(gen, NetlinkError):
+            raise _failed(gen)
+        genid = nfnl.GEN_MSG.decode(gen[0])[1]["NFTA_GEN_ID"]
     found = []
-    for element, outcome in zip(elements, _socket().exchange(requests)):
+    for element, outcome in zip(elements, outcomes):
         if isinstance(outcome, NetlinkError):
             if outcome.errno not in (ENOENT, ENODATA):  # no table, no set or no such element
                 raise _failed(outcome)
@@ -341,7 +362,12 @@ def lookup(family: str, elements: list[Element]) -> list[Element | None]:
         else:
             stored = _parse_elements(element.set, outcome)
             found.append(stored[0] if stored else None)
-    return found
+    return genid, found
+
+
+def _unique(elements) -> list[Element]:
+    """Each element once (two keys may find the same element of an interval set)."""
+    return list({(e.set, e.key): e for e in elements if e is not None}.values())
 
 
 def elements(family: str, set_name: str) -> list[Element]:
@@ -354,19 +380,6 @@ def elements(family: str, set_name: str) -> list[Element]:
             return []
         raise _failed(err) from None
     return _parse_elements(set_name, replies)
-
-
-def owned_by(family: str, set_names: list[str], owner: str) -> list[Element]:
-    """Every element of these sets that `owner` owns (for a DEL that cannot name the keys)."""
-    return [e for name in set_names for e in elements(family, name) if e.comment == owner]
-
-
-def delete_stale(family: str, set_names: list[str], network: str, valid: set[tuple[str, str]]) -> list[Element]:
-    """GC: delete the elements of these sets that belong to `network` but to no attachment
-    in `valid` (container id, ifname); return them."""
-    found = [e for name in set_names for e in elements(family, name)]
-    stale = stale_keys(network, {e.comment for e in found}, valid)
-    return delete(family, [e for e in found if e.comment in stale])
 
 
 def _parse_elements(set_name: str, replies: list[bytes]) -> list[Element]:
@@ -447,9 +460,9 @@ def add(layout_of, new: list[Element], restore=None, check=None) -> None:
     must not go in (a port another attachment holds, say); it runs after the generation is
     read, so what it saw cannot change before the batch.
 
-    Every batch names the generation its checks saw, so nothing that changed in between
-    (a DEL, a flush) is overwritten; a batch the kernel refuses for that (ERESTART) is
-    simply tried again.
+    The batch of the attachment's elements names the generation its checks saw, so
+    nothing that changed in between (a DEL, a flush) is overwritten; a batch the kernel
+    refuses for that (ERESTART) is simply tried again.
     """
     if not new:
         return
@@ -460,11 +473,13 @@ def add(layout_of, new: list[Element], restore=None, check=None) -> None:
         if check is not None:
             check()
         if _compare(layout, rules):
-            _repair(layout_of, new, restore if rules is None else None)
+            _repair(layout_of, new, restore if _sets_missing(layout) else None)
             continue  # look again: the batch must name a generation that has the layout
-        # An element under one of our keys is stale (an address or port left by an
-        # attachment whose DEL never ran): ours replaces it, in the same batch.
-        changes = [(nfnl.NFT_MSG_DELSETELEM, 0, old) for old in lookup(layout.family, new) if old is not None]
+        # An element under one of our keys, or one whose range holds either end of ours,
+        # is stale (an address or port left by an attachment whose DEL never ran): ours
+        # replaces it, in the same batch. The kernel refuses an overlap it finds the same way.
+        ends = [Element(e.set, e.key_end, key_end=e.key_end) for e in new if e.key_end is not None]
+        changes = [(nfnl.NFT_MSG_DELSETELEM, 0, old) for old in _unique(lookup(layout.family, new + ends))]
         changes += [(nfnl.NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL, e) for e in new]
         try:
             _batch(layout.family, changes, genid, "nftables: add elements")
@@ -472,16 +487,30 @@ def add(layout_of, new: list[Element], restore=None, check=None) -> None:
         except NetlinkError as err:
             if err.errno == ENOENT:  # a set went missing, the rules' tags notwithstanding
                 _repair(layout_of, new, restore)
-            elif err.errno not in (ERESTART, EEXIST):  # changed since we looked: look again
+            elif err.errno == EEXIST and _generation() == genid:
+                raise errors.CNIError(errors.INTERNAL, "nftables: an element overlaps one the kernel holds",
+                                      str(err)) from None
+            elif err.errno not in (ERESTART, EEXIST):  # EEXIST: one was added since we looked
                 raise _failed(err) from None
     raise errors.CNIError(errors.INTERNAL, "nftables: cannot add elements", "the ruleset kept changing")
 
 
+def _sets_missing(layout: Layout) -> bool:
+    """Whether a set or map of the layout is gone, and the elements in it with it (a flushed
+    or deleted chain loses none)."""
+    wanted = {body["name"] for item in layout.objects for kind, body in item.items() if kind in ("set", "map")}
+    return not wanted <= set(set_names(layout.family))
+
+
 def _repair(layout_of, new: list[Element], restore) -> None:
     """Write the layout; with restore, write it for every attachment that still exists too
-    and put their elements back. That add is a plain one (an attachment's own ADD may have
-    put its element back meanwhile) and names a generation read before restore() looked,
-    so nothing a DEL removed since comes back."""
+    and put their elements back.
+
+    That add is a plain one (not exclusive: another healing ADD may put the same elements
+    back at once) naming no generation, since every ADD commits a batch and a healing ADD
+    among many would otherwise never get its turn. An attachment whose DEL ran meanwhile
+    found nothing to delete, so its elements are looked for again once its lease is seen
+    gone, and removed."""
     keys = {(e.set, e.key) for e in new}
 
     def others() -> list[Element]:
@@ -490,54 +519,78 @@ def _repair(layout_of, new: list[Element], restore) -> None:
     restored = others()
     layout = layout_of(new + restored)
     write_layout(layout)
-    for _ in range(_TRIES):
-        if not restored:
-            return
-        genid = _generation()
-        restored = others()
-        try:
-            _batch(layout.family, [(nfnl.NFT_MSG_NEWSETELEM, NLM_F_CREATE, e) for e in restored], genid,
-                   "nftables: restore elements")
-            return
-        except NetlinkError as err:
-            if err.errno != ERESTART:
-                raise _failed(err) from None
-    raise errors.CNIError(errors.INTERNAL, "nftables: cannot restore elements", "the ruleset kept changing")
+    if not restored:
+        return
+    try:
+        for start in range(0, len(restored), _PER_BATCH):
+            _batch(layout.family, [(nfnl.NFT_MSG_NEWSETELEM, NLM_F_CREATE, e) for e in restored[start:start + _PER_BATCH]],
+                   None, "nftables: restore elements")
+    except NetlinkError as err:
+        raise _failed(err) from None
+    still_leased = {(e.set, e.key, e.comment) for e in others()}
+    for gone in [e for e in restored if (e.set, e.key, e.comment) not in still_leased]:
+        remove(layout.family, gone.comment, [gone])
 
 
 def remove(family: str, owner: str, candidates: list[Element]) -> list[Element]:
-    """Delete those of `candidates` (found by key) that the kernel holds for `owner`. In an
-    interval set a key finds the element whose range holds it, so two candidates may find
-    the same element."""
-    doomed = {}
-    for stored in lookup(family, candidates):
-        if stored is not None and stored.comment == owner:
-            doomed.setdefault((stored.set, stored.key), stored)
-    return delete(family, list(doomed.values()))
+    """Delete those of `candidates` (found by key) that the kernel holds for `owner`."""
+    def find():
+        genid, stored = _generation_and_lookup(family, candidates)
+        return genid, [e for e in _unique(stored) if e.comment == owner]
+
+    return _delete_found(family, find)
 
 
-def delete(family: str, doomed: list[Element]) -> list[Element]:
-    """Delete these elements (as the kernel holds them), _PER_BATCH to a batch; an element
-    deleted meanwhile by a concurrent DEL or GC is no error."""
-    deleted = []
-    for start in range(0, len(doomed), _PER_BATCH):
-        deleted += _delete_batch(family, doomed[start:start + _PER_BATCH])
-    return deleted
+def remove_owned(family: str, set_names: list[str], owner: str) -> list[Element]:
+    """Delete every element of these sets that `owner` owns (for a DEL that cannot name
+    the keys): a listing of each set."""
+    def find():
+        genid = _generation()
+        return genid, [e for name in set_names for e in elements(family, name) if e.comment == owner]
+
+    return _delete_found(family, find)
 
 
-def _delete_batch(family: str, doomed: list[Element]) -> list[Element]:
-    for _ in range(_TRIES):
-        if not doomed:
-            return []
+def remove_stale(family: str, set_names: list[str], network: str, valid: set[tuple[str, str]]) -> list[Element]:
+    """GC: delete the elements of these sets that belong to `network` but to no attachment
+    in `valid` (container id, ifname)."""
+    def find():
+        genid = _generation()
+        found = [e for name in set_names for e in elements(family, name)]
+        stale = stale_keys(network, {e.comment for e in found}, valid)
+        return genid, [e for e in found if e.comment in stale]
+
+    return _delete_found(family, find)
+
+
+def _delete_found(family: str, find) -> list[Element]:
+    """Delete what find() -> (generation, the kernel's copies of the doomed elements) names;
+    return what went.
+
+    Each batch (of at most _PER_BATCH) names the generation find() read before it looked,
+    so an element that changed hands meanwhile (a stale one an ADD took over) is not
+    deleted: the kernel refuses the batch (ERESTART) and find() looks again. A batch of our
+    own moves the generation by one, which the next batch names."""
+    deleted, failures = [], 0
+    genid, doomed = find()
+    while doomed:
+        chunk = doomed[:_PER_BATCH]
         try:
-            _batch(family, [(nfnl.NFT_MSG_DELSETELEM, 0, e) for e in doomed], None, "nftables: delete elements")
-            return doomed
+            _batch(family, [(nfnl.NFT_MSG_DELSETELEM, 0, e) for e in chunk], genid, "nftables: delete elements")
+            deleted += chunk
+            doomed = doomed[_PER_BATCH:]
+            genid = (genid + 1) & 0xFFFFFFFF or 1  # the kernel skips generation 0
         except NetlinkError as err:
-            if err.errno != ENOENT:
+            # ERESTART: something changed; ENOENT: deleted by another meanwhile; ENOBUFS:
+            # more failures than the answers hold. The kernel applied nothing: look again.
+            if err.errno not in (ERESTART, ENOENT, ENOBUFS):
                 raise _failed(err) from None
-            still_there = lookup(family, doomed)
-            doomed = [s for s, d in zip(still_there, doomed) if s is not None and s.comment == d.comment]
-    raise errors.CNIError(errors.INTERNAL, "nftables: cannot delete elements", "they kept changing")
+            failures += 1
+            if failures == _TRIES:
+                raise errors.CNIError(errors.INTERNAL, "nftables: cannot delete elements",
+                                      "the ruleset kept changing") from None
+            genid, doomed = find()
+    return deleted
 
 
 def prune_chains(family: str, chains: dict[str, int]) -> list[str]:

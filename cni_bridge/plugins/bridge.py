@@ -599,17 +599,19 @@ def cmd_gc(cmd_args: CmdArgs) -> None:
     if valid is None:
         raise CNIError(INVALID_CONFIG, "GC needs cni.dev/valid-attachments in the config")
     failures = []
-    if conf.ipam_type:
-        try:
-            run_ipam("GC", cmd_args, conf)
-        except CNIError as err:
-            failures.append(err)
+    # The elements go before the leases, as in DEL: an address released first could be
+    # leased to a new container whose element this GC would then take for stale.
     try:
         removed = firewall().gc(conf.network, valid)
         if removed:
             log(f"GC removed {len(removed)} elements of {sorted({e.comment for e in removed})}")
     except CNIError as err:
         if conf.ip_masq or conf.mac_spoof_check:
+            failures.append(err)
+    if conf.ipam_type:
+        try:
+            run_ipam("GC", cmd_args, conf)
+        except CNIError as err:
             failures.append(err)
     if failures:
         raise failures[0]

@@ -35,7 +35,7 @@ def remove_masquerade(key: str, addresses: list[str] | None) -> None:
     addresses are unknown; in the legacy maps too, with the subnet chains nothing jumps to
     any more."""
     if addresses is None:
-        removed = table.delete("inet", table.owned_by("inet", MASQ_SETS, key))
+        removed = table.remove_owned("inet", MASQ_SETS, key)
     else:
         candidates = masq.elements(key, addresses) + masq.legacy_elements(key, addresses)
         removed = table.remove("inet", key, candidates)
@@ -61,7 +61,7 @@ def remove_spoof_check(key: str, host_ifname: str | None, mac: str | None) -> No
     if host_ifname and mac:
         table.remove("bridge", key, spoof.elements(key, host_ifname, mac))
     else:
-        table.delete("bridge", table.owned_by("bridge", SPOOF_SETS, key))
+        table.remove_owned("bridge", SPOOF_SETS, key)
 
 
 def spoof_check_problem(key: str, host_ifname: str, mac: str) -> str | None:
@@ -87,7 +87,7 @@ def gc(network: str, valid: set[tuple[str, str]]) -> list:
     jumps to, then its maps and base chain."""
     removed = []
     for family, sets in (("inet", MASQ_SETS), ("bridge", SPOOF_SETS)):
-        removed += table.delete_stale(family, sets, network, valid)
+        removed += table.remove_stale(family, sets, network, valid)
     chains = table.chain_uses("inet")
     table.prune_chains("inet", {chain: 1 for chain in chains if masq.is_legacy_subnet_chain(chain)})
     legacy = [name for name in masq.LEGACY_MAPS.values() if name in table.set_names("inet")]

@@ -307,7 +307,9 @@ def cmd_add(cmd_args: CmdArgs) -> dict:
         # Also after a failed add: a batch the kernel applied may still be answered with an
         # error (or interrupted). The removal touches only this attachment's elements.
         try:
-            prune_condition_chains(table.remove("inet", conf.key, wanted))
+            table.remove("inet", conf.key, wanted)
+            # the condition chain, also when only the layout went in
+            table.prune_chains("inet", {chain: portmap.COND_CHAIN_RULES for chain, _ in conf.conditions.values()})
         except Exception as undo_err:  # report the original failure, not the cleanup's
             log(f"cleanup after failed ADD: {undo_err}")
         raise
@@ -325,7 +327,7 @@ def cmd_del(cmd_args: CmdArgs) -> None:
     if candidates is not None:
         removed = table.remove("inet", key, candidates)
     else:
-        removed = table.delete("inet", table.owned_by("inet", portmap.SETS, key))
+        removed = table.remove_owned("inet", portmap.SETS, key)
     prune_condition_chains(removed)
     forget_udp_connections(removed, "DEL")
 
@@ -381,7 +383,7 @@ def cmd_gc(cmd_args: CmdArgs) -> None:
     valid = valid_attachments(cmd_args.conf)
     if valid is None:
         raise CNIError(INVALID_CONFIG, "GC needs cni.dev/valid-attachments in the config")
-    removed = table.delete_stale("inet", portmap.SETS, conf.network, valid)
+    removed = table.remove_stale("inet", portmap.SETS, conf.network, valid)
     if removed:
         log(f"GC removed {len(removed)} portmap elements of {sorted({e.comment for e in removed})}")
     table.prune_chains("inet", {chain: portmap.COND_CHAIN_RULES for chain in table.chain_uses("inet")

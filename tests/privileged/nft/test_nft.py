@@ -51,7 +51,7 @@ def add_masquerade_restored_meanwhile(net, cid, ifname, addrs):
     # our lookup of them.
     from cni_bridge.kernel import nfnl
     from cni_bridge.kernel.netlink import NLM_F_CREATE
-    from cni_bridge.nft import table
+    from cni_bridge.nft import masq, table
 
     looked_up = table.lookup
 
@@ -59,7 +59,8 @@ def add_masquerade_restored_meanwhile(net, cid, ifname, addrs):
         found = looked_up(family, elements)
         if not restored:
             restored.append(True)
-            table._batch(family, [(nfnl.NFT_MSG_NEWSETELEM, NLM_F_CREATE, e) for e in elements], None, "restore")
+            ours = masq.elements(key(net, cid, ifname), addrs)
+            table._batch(family, [(nfnl.NFT_MSG_NEWSETELEM, NLM_F_CREATE, e) for e in ours], None, "restore")
         return found
 
     restored = []

@@ -259,6 +259,18 @@ def test_del_with_a_config_add_would_refuse_removes_by_owner(rig, bad_mappings, 
     assert rig.owners() == set()
 
 
+def test_a_stale_range_that_holds_new_ones_is_replaced(rig):
+    """An attachment whose DEL never ran left 0.0.0.0/0 (masqAll) for the container address
+    a new attachment now has: its range holds both of the new one's ranges, and ADD
+    replaces it."""
+    rig.stand_in_bridge()
+    assert rig.portmap("ADD", direct_conf([tcp(18352, 80)], prev_result(), masqAll=True), container_id="old").code == 0
+    res = rig.portmap("ADD", direct_conf([tcp(18353, 80)], prev_result()), container_id="new")
+    assert res.code == 0, res
+    new = f"{NETWORK}/new/eth0"
+    assert sorted((e[0][0], e[2]) for e in rig.elements("portmap-masq4")) == [("10.182.1.0/24", new), ("127.0.0.0/8", new)]
+
+
 def test_del_by_key_leaves_a_new_owner_alone(rig):
     rig.stand_in_bridge()
     conf = direct_conf([tcp(18334, 80)], prev_result())

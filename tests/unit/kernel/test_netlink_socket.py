@@ -207,3 +207,29 @@ def test_socket_errors_are_netlink_errors():
     with pytest.raises(NetlinkError) as caught:
         NetlinkSocket(Refusing(lambda d: [])).send_batch([msg(0x10), msg(0x11)], "add elements")
     assert (caught.value.errno, caught.value.op) == (errno.EPERM, "add elements")
+
+
+def test_a_batch_that_overflows_reads_what_was_kept_and_fails():
+    """More failures than the receive buffer holds: ENOBUFS once, then the answers that
+    fitted; the batch fails and nothing is left for the next one."""
+    class Overflowing(StandIn):
+        overflowed = False
+
+        def recv(self, size, flags=0):
+            if self.queue and not self.overflowed:
+                self.overflowed = True
+                raise OSError(errno.ENOBUFS, "No buffer space available")
+            return super().recv(size, flags)
+
+    sock = NetlinkSocket(Overflowing(lambda d: [error(seq, errno.ENOENT) for _, _, seq in split(d)[1:-1]]))
+    with pytest.raises(NetlinkError) as caught:
+        sock.send_batch([msg(0x10), *[msg(0xa0e)] * 5, msg(0x11)], "delete elements")
+    assert caught.value.errno == errno.ENOBUFS and sock._sock.queue == []
+
+
+def test_a_batch_ignores_answers_left_from_an_earlier_exchange():
+    stand_in = StandIn(lambda d: [])
+    sock = NetlinkSocket(stand_in)
+    stand_in.queue.append(error(0, errno.ENOENT))  # an answer to a request abandoned before
+    sock.send_batch([msg(0x10), msg(0xa0c), msg(0x11)], "add")
+    assert stand_in.queue == []
