@@ -29,10 +29,10 @@ ensure_venv() {
     fi
 }
 
-# plugin_names: the plugins we ship, from the one list in cni_bridge/main.py.
-# main.py imports only os and sys, so any python3 can read it, venv or not.
+# plugin_names: the plugins we ship, from the one list in cni_bridge/suite.py (it imports
+# nothing, so any python3 can read it, venv or not).
 plugin_names() {
     local py=$PY
     [ -x "$py" ] || py=python3
-    PYTHONPATH="$ROOT" "$py" -S -c 'from cni_bridge.main import PLUGINS; print(*PLUGINS)'
+    PYTHONPATH="$ROOT" "$py" -S -c 'from cni_bridge.suite import PLUGINS; print(*PLUGINS)'
 }

@@ -17,7 +17,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from cni_bridge.main import COMMAND, PLUGINS
+from cni_bridge.suite import COMMAND, PLUGINS
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = ROOT / ".venv" / "bin" / "python"

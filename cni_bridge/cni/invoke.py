@@ -14,7 +14,7 @@ import sys
 
 from cni_bridge.cni import version, wire
 from cni_bridge.cni.errors import CNIError, DECODE_FAILURE, INTERNAL, INVALID_CONFIG
-from cni_bridge.main import IPAM_PLUGINS, plugin_for
+from cni_bridge.suite import IPAM_PLUGINS, plugin_for
 
 DEPTH_VARIABLE = "CNI_BRIDGE_DELEGATION_DEPTH"
 MAX_DEPTH = 1

@@ -205,7 +205,7 @@ def _exit(code: int, out: bytes, marks: list | None = None) -> None:
 def _write_marks(marks: list) -> None:
     from time import monotonic_ns
 
-    from cni_bridge.main import PROFILE_VARIABLE
+    from cni_bridge.suite import PROFILE_VARIABLE
 
     marks.append(("written", monotonic_ns()))
     line = " ".join(f"{phase}={ns}" for phase, ns in marks) + "\n"

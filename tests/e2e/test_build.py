@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cni_bridge.main import PLUGINS
+from cni_bridge.suite import PLUGINS
 
 pytestmark = pytest.mark.e2e
 
@@ -137,7 +137,7 @@ def test_what_the_plugins_import_is_bundled():
         """
         import json, sys
         before = set(sys.modules)
-        from cni_bridge.main import PLUGINS
+        from cni_bridge.suite import PLUGINS
         for module in PLUGINS.values():
             __import__(module)
         import ctypes, hashlib, subprocess  # loaded only where needed: libnftables, long keys, delegates

@@ -8,7 +8,7 @@ for the bridge ports) in each namespace, `nft -j`, `ip netns pids`, /proc, the s
 netcat between the clusters' own namespaces. The host's own routes, addresses and
 nftables are compared before and after.
 
-portmap: ours from build/bin when cni_bridge.main.PLUGINS has it; until then the reference
+portmap: ours from build/bin when cni_bridge.suite.PLUGINS has it; until then the reference
 one from /usr/lib/cni, given with `up --plugin-dir`.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from cni_bridge.main import PLUGINS
+from cni_bridge.suite import PLUGINS
 
 pytestmark = pytest.mark.e2e
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 import runtime_support as rs
-from cni_bridge.main import PLUGINS
+from cni_bridge.suite import PLUGINS
 from plugin_runner import lease_files
 from runtime_support import sh
 
@@ -436,7 +436,7 @@ def test_pod_sandbox_on_our_plugins(containerd):
 def client(containerd):
     """A namespace joined to the node by a veth: another host on the node's network."""
     if "portmap" not in PLUGINS:
-        pytest.skip("our portmap is not in cni_bridge.main.PLUGINS yet, and the CRI's bin_dir holds only our build")
+        pytest.skip("our portmap is not in cni_bridge.suite.PLUGINS yet, and the CRI's bin_dir holds only our build")
     name = f"lbk-cli-{containerd.tag}"
     node_end = f"lbkn{containerd.tag}"
     assert sh("ip", "netns", "add", name).returncode == 0

@@ -298,7 +298,7 @@ def main(plan_path: str) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # a plugin exits after one command; we do not
     from cni_bridge.cni import skel
-    from cni_bridge.main import PLUGINS
+    from cni_bridge.suite import PLUGINS
 
     plugins = {name: __import__(module, fromlist=["PLUGIN"]).PLUGIN for name, module in PLUGINS.items()}
     report = {"cases": 0, "execs": 0, "outcomes": {}, "findings": [], "seconds": 0.0}

@@ -43,7 +43,7 @@ _COMMANDS = r"""
 import sys
 before = set(sys.modules)
 from cni_bridge.cni import skel
-from cni_bridge.main import PLUGINS
+from cni_bridge.suite import PLUGINS
 PLUGIN = __import__(PLUGINS[sys.argv[1]], fromlist=["PLUGIN"]).PLUGIN
 env = {"CNI_CONTAINERID": "c1", "CNI_NETNS": sys.argv[2], "CNI_IFNAME": "eth0",
        "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAME=p", "CNI_PATH": "/nonexistent"}

@@ -255,7 +255,7 @@ def test_the_program_name_cni_bridge_runs_the_command_not_the_bridge_plugin():
     import sys
     from pathlib import Path
 
-    from cni_bridge.main import PLUGINS, plugin_for
+    from cni_bridge.suite import PLUGINS, plugin_for
 
     assert plugin_for("cni-bridge") == "bridge" and "cni-bridge" not in PLUGINS
     root = Path(__file__).resolve().parents[3]
