@@ -344,9 +344,11 @@ class NetlinkSocket:
                 buf = self._sock.recv(RECV_SIZE, MSG_DONTWAIT)
             except BlockingIOError:
                 break
-            except OSError as err:  # ENOBUFS: answers were lost; read on what was kept
+            except OSError as err:
                 failure = failure or NetlinkError(err.errno or EPROTO, op, "reading the answer")
-                continue
+                if err.errno == ENOBUFS:  # answers were lost: read on what was kept
+                    continue
+                break
             for rtype, _, rseq, errno, extack, _ in _messages(buf):
                 if rtype == NLMSG_ERROR and errno and failure is None and first <= rseq <= self._seq:
                     failure = NetlinkError(errno, op, extack)

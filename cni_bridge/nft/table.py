@@ -270,7 +270,7 @@ def write_layout(layout: Layout) -> None:
     err = ""
     for _ in range(_TRIES):
         existing = set(chain_uses(layout.family))
-        rules = _generation_and_rules(FAMILIES[layout.family])[1] or {}
+        rules = _generation_and_rules(FAMILIES[layout.family])[1]
         rc, err = _libnftables_context().run(layout.commands(existing, rules))
         if rc == 0:
             return
@@ -306,7 +306,10 @@ def _generation_and_rules(family: int) -> tuple[int, dict[str, list[str]]]:
 
 def _generation() -> int:
     """The ruleset generation, for a batch that must not apply if anything changed since."""
-    reply = _socket().request(nfnl.get_gen_request(), "nftables: get generation")
+    try:
+        reply = _socket().request(nfnl.get_gen_request(), "nftables: get generation")
+    except NetlinkError as err:
+        raise _failed(err) from None
     return nfnl.GEN_MSG.decode(reply[0])[1]["NFTA_GEN_ID"]
 
 
@@ -477,7 +480,8 @@ def add(layout_of, new: list[Element], restore=None, check=None) -> None:
             continue  # look again: the batch must name a generation that has the layout
         # An element under one of our keys, or one whose range holds either end of ours,
         # is stale (an address or port left by an attachment whose DEL never ran): ours
-        # replaces it, in the same batch. The kernel refuses an overlap it finds the same way.
+        # replaces it, in the same batch. The kernel refuses an overlap it finds the same way;
+        # a stale range that ours holds whole overlaps at neither end, so both stay until GC.
         ends = [Element(e.set, e.key_end, key_end=e.key_end) for e in new if e.key_end is not None]
         changes = [(nfnl.NFT_MSG_DELSETELEM, 0, old) for old in _unique(lookup(layout.family, new + ends))]
         changes += [(nfnl.NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL, e) for e in new]
@@ -528,8 +532,12 @@ def _repair(layout_of, new: list[Element], restore) -> None:
     except NetlinkError as err:
         raise _failed(err) from None
     still_leased = {(e.set, e.key, e.comment) for e in others()}
-    for gone in [e for e in restored if (e.set, e.key, e.comment) not in still_leased]:
-        remove(layout.family, gone.comment, [gone])
+    gone: dict[str, list[Element]] = {}
+    for e in restored:
+        if (e.set, e.key, e.comment) not in still_leased:
+            gone.setdefault(e.comment, []).append(e)
+    for owner, elements_of_owner in gone.items():
+        remove(layout.family, owner, elements_of_owner)
 
 
 def remove(family: str, owner: str, candidates: list[Element]) -> list[Element]:
@@ -570,7 +578,8 @@ def _delete_found(family: str, find) -> list[Element]:
     Each batch (of at most _PER_BATCH) names the generation find() read before it looked,
     so an element that changed hands meanwhile (a stale one an ADD took over) is not
     deleted: the kernel refuses the batch (ERESTART) and find() looks again. A batch of our
-    own moves the generation by one, which the next batch names."""
+    own moves the generation by one, which the next batch names. _TRIES counts failures in
+    a row: each batch that goes in is progress, so the loop ends."""
     deleted, failures = [], 0
     genid, doomed = find()
     while doomed:
@@ -580,6 +589,7 @@ def _delete_found(family: str, find) -> list[Element]:
             deleted += chunk
             doomed = doomed[_PER_BATCH:]
             genid = (genid + 1) & 0xFFFFFFFF or 1  # the kernel skips generation 0
+            failures = 0
         except NetlinkError as err:
             # ERESTART: something changed; ENOENT: deleted by another meanwhile; ENOBUFS:
             # more failures than the answers hold. The kernel applied nothing: look again.

@@ -233,3 +233,21 @@ def test_a_batch_ignores_answers_left_from_an_earlier_exchange():
     stand_in.queue.append(error(0, errno.ENOENT))  # an answer to a request abandoned before
     sock.send_batch([msg(0x10), msg(0xa0c), msg(0x11)], "add")
     assert stand_in.queue == []
+
+
+def test_a_batch_whose_answers_cannot_be_read_fails_at_once():
+    """A read error other than ENOBUFS repeats (a closed socket, say): the batch fails
+    instead of reading on."""
+    class Broken(StandIn):
+        reads = 0
+
+        def recv(self, size, flags=0):
+            self.reads += 1
+            if self.reads > 3:  # a reader that keeps going would never stop: end it
+                raise BlockingIOError
+            raise OSError(errno.EBADF, "Bad file descriptor")
+
+    stand_in = Broken(lambda d: [])
+    with pytest.raises(NetlinkError) as caught:
+        NetlinkSocket(stand_in).send_batch([msg(0x10), msg(0xa0c), msg(0x11)], "add")
+    assert caught.value.errno == errno.EBADF and stand_in.reads == 1
