@@ -119,6 +119,7 @@ def pm(tmp_path_factory, node):
              timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     had_containers_cache = CONTAINERS_CACHE.exists()
+    new_libcni_dirs = [d for d in rs.LIBCNI_DIRS if not d.exists()]  # deepest first
     podman = rs.Podman(base, plugins, secrets.token_hex(3), SUBNET, network_prefix="pmpod", bridge_prefix="pmpb",
                        exec_prefix=["nsenter", f"--net={node.path}"])
     try:
@@ -130,10 +131,10 @@ def pm(tmp_path_factory, node):
         podman("import", base / "rootfs.tar", IMAGE)
         yield podman
     finally:
-        _teardown(podman, had_containers_cache)
+        _teardown(podman, had_containers_cache, new_libcni_dirs)
 
 
-def _teardown(podman: rs.Podman, had_containers_cache: bool) -> None:
+def _teardown(podman: rs.Podman, had_containers_cache: bool, new_libcni_dirs: list[Path]) -> None:
     podman("rm", "--all", "--force", "--time", "0", check=False, timeout=180)
     # podman's own netns files of our containers, if a removal failed half way
     for path in podman.sandboxes.values():
@@ -142,6 +143,8 @@ def _teardown(podman: rs.Podman, had_containers_cache: bool) -> None:
             with_suppressed(os.unlink, path)
     for cached in LIBCNI_CACHE.glob(f"{podman.network}-*"):
         cached.unlink()
+    for directory in new_libcni_dirs:  # podman's libcni made them; only if it left them empty
+        with_suppressed(os.rmdir, directory)
     # storage: unmount whatever podman left mounted under our dirs, then remove them
     rs.unmount_under(podman.base)
     for d in (podman.root, podman.runroot):
