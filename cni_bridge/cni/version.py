@@ -133,14 +133,15 @@ def upgrade_result(prev: dict, config_version: str) -> dict:
 
 def _address_problems(result: dict) -> list[tuple[tuple, str]]:
     """The result's addresses that are not what the spec says (a CIDR, an IP address); an
-    empty gateway counts as none."""
-    fields = [(("ips", i, "address"), ip["address"], parse_cidr) for i, ip in enumerate(result.get("ips") or [])]
-    fields += [(("ips", i, "gateway"), ip.get("gateway"), parse_ip) for i, ip in enumerate(result.get("ips") or [])]
-    fields += [(("routes", i, "dst"), r["dst"], parse_cidr) for i, r in enumerate(result.get("routes") or [])]
-    fields += [(("routes", i, "gw"), r.get("gw"), parse_ip) for i, r in enumerate(result.get("routes") or [])]
+    empty gateway counts as none, an empty address or destination is wrong."""
+    ips, routes = result.get("ips") or [], result.get("routes") or []
+    fields = [(("ips", i, "address"), ip["address"], parse_cidr) for i, ip in enumerate(ips)]
+    fields += [(("ips", i, "gateway"), ip.get("gateway") or None, parse_ip) for i, ip in enumerate(ips)]
+    fields += [(("routes", i, "dst"), r["dst"], parse_cidr) for i, r in enumerate(routes)]
+    fields += [(("routes", i, "gw"), r.get("gw") or None, parse_ip) for i, r in enumerate(routes)]
     problems = []
     for location, text, parse in fields:
-        if text:
+        if text is not None:
             try:
                 parse(text)
             except ValueError as err:

@@ -191,7 +191,8 @@ def test_del_without_prev_result(rig):
 
 
 @pytest.mark.parametrize("prev", [{"cniVersion": "1.1.0", "ips": 18446744073709551616}, {"interfaces": [None]},
-                                  {"cniVersion": "0.2.0", "ip4": {"ip": 7}}])
+                                  {"cniVersion": "0.2.0", "ip4": {"ip": 7}},
+                                  {"cniVersion": "1.1.0", "ips": [{"address": ""}]}])
 def test_del_with_a_malformed_prev_result_still_removes_everything(rig, prev):
     """ADD never reads prevResult, so one it took must not keep DEL from cleaning up."""
     conf = rig.conf(ranges=[[SUBNET4], [SUBNET6]], isGateway=True, ipMasq=True, prevResult=prev)

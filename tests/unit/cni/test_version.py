@@ -160,6 +160,8 @@ def test_at_least_compares_numerically(left, right, result):
     ({"cniVersion": "0.2.0", "ip4": {"ip": ["10.0.0.2/24"]}}, "prevResult.ips.0.address: Input should be a valid string"),
     ({"cniVersion": "1.1.0", "dns": "10.0.0.1"}, "prevResult.dns: Input should be a valid dictionary"),
     ({"cniVersion": "1.1.0", "ips": [{"address": "10.0.0.2"}]}, "prevResult.ips.0.address: invalid CIDR '10.0.0.2'"),
+    ({"cniVersion": "1.1.0", "ips": [{"address": ""}]}, "prevResult.ips.0.address: invalid CIDR ''"),
+    ({"cniVersion": "1.0.0", "routes": [{"dst": ""}]}, "prevResult.routes.0.dst: invalid CIDR ''"),
     ({"cniVersion": "1.1.0", "ips": [{"address": "10.0.0.2/24", "gateway": "x"}]},
      "prevResult.ips.0.gateway: invalid IP address 'x'"),
     ({"cniVersion": "0.4.0", "routes": [{"dst": "0.0.0.0/33"}]}, "prevResult.routes.0.dst: invalid CIDR"),
